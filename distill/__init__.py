@@ -1,0 +1,1 @@
+"""hand2world.distill: teacher -> causal student distillation; built in a later issue."""

@@ -1,0 +1,3 @@
+"""hand2world: an interactive, hand-driven world simulator."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""hand2world.tracking."""
