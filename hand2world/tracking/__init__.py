@@ -1,1 +1,10 @@
-"""hand2world.tracking."""
+"""Hand tracking: MediaPipe HandLandmarker wrapper and its model-asset set-up.
+
+``HandTracker().detect(rgb)`` -> ``list[TrackedHand]`` (side, score, image [21,3], world [21,3]);
+``build_hand_landmarker_bundle()`` builds the ``hand_landmarker.task`` it loads (set-up only).
+"""
+
+from hand2world.tracking.assets import build_hand_landmarker_bundle
+from hand2world.tracking.tracker import HandTracker, TrackedHand
+
+__all__ = ["HandTracker", "TrackedHand", "build_hand_landmarker_bundle"]
