@@ -1,0 +1,144 @@
+"""Gesture -> conditioning: tracked landmarks to the two signals the video model reads.
+
+One ``ControlPipeline`` turns each tracked frame (MediaPipe-style hands: side, normalised
+image landmarks, metric world landmarks) into
+- the occlusion-invariant hand control image (full mesh, silhouette + wireframe), and
+- the per-pixel Plücker-ray map of the viewer's camera (relative to the stream's first pose).
+
+Design choices:
+- Smoothing (One-Euro) runs on landmarks before fitting, per hand side, so jitter never
+  reaches the fit; a side that disappears drops its filter and warm start.
+- Fits are warm-started from the previous frame of the same side (few iterations per frame).
+- The camera is a pinhole with a documented default field of view (``fov_deg``) unless the
+  caller gives ``K``; hand meshes are placed in that camera by the fit (metric world
+  landmarks fix the size, image landmarks fix position and depth).
+- No I/O here: the CLI, the server and the annotation pipeline all call this same object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
+from hand2world.hands import HandMesh, HandModel, HandPose, OneEuroFilter, fit_landmarks
+from hand2world.render import render_control
+
+log = logging.getLogger(__name__)
+
+SIDES = ("left", "right")
+
+
+class HandLike(Protocol):
+    """What a tracker returns per hand (``hand2world.tracking.TrackedHand`` or a wire message)."""
+
+    side: str
+    image: np.ndarray  # [21, 3] normalised x, y in [0, 1] (z ignored)
+    world: np.ndarray  # [21, 3] metres, hand-centred
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """Settings of the conditioning path (saved with runs; frozen)."""
+
+    height: int = 256
+    width: int = 256
+    fov_deg: float = 60.0  # horizontal field of view used when no K is given
+    kind: str = "open"  # hand model: "open" (default) or "mano"
+    smooth_min_cutoff: float = 1.5  # One-Euro: Hz; lower = smoother at rest
+    smooth_beta: float = 0.3  # One-Euro: speed coefficient; higher = less lag when moving
+    fit_iters: int = 30  # cold-start fit iterations
+    fit_iters_warm: int = 8  # warm-started fit iterations
+
+
+@dataclass
+class ControlFrame:
+    """One frame of conditioning.
+
+    Attributes:
+        control: uint8 [H, W, 3] control render.
+        rays: float32 [6, H, W] Plücker rays (d, o x d).
+        meshes: fitted meshes (batch 1 each) in camera coordinates.
+        landmarks_px: side -> [21, 2] smoothed image landmarks in pixels of the output size.
+        poses: side -> fitted ``HandPose`` (batch 1).
+    """
+
+    control: np.ndarray
+    rays: torch.Tensor
+    meshes: list[HandMesh] = field(default_factory=list)
+    landmarks_px: dict[str, np.ndarray] = field(default_factory=dict)
+    poses: dict[str, HandPose] = field(default_factory=dict)
+
+
+class ControlPipeline:
+    """Stateful per-stream conditioning: call ``process`` once per tracked frame, in time order."""
+
+    def __init__(self, config: ControlConfig = ControlConfig(), K: np.ndarray | None = None,
+                 mano_dir: str | None = None) -> None:
+        self.config = config
+        self.K = np.asarray(K if K is not None else
+                            intrinsics_from_fov(config.fov_deg, config.height, config.width), dtype=np.float32)
+        self.models = {side: HandModel.load(config.kind, side=side, mano_dir=mano_dir) for side in SIDES}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget filters, warm starts and the first camera pose (a new stream)."""
+        self._filters: dict[str, tuple[OneEuroFilter, OneEuroFilter]] = {}
+        self._poses: dict[str, HandPose] = {}
+        self._c2w0: np.ndarray | None = None
+
+    def _smooth(self, side: str, image_px: np.ndarray, world: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        if side not in self._filters:
+            c = self.config
+            self._filters[side] = (OneEuroFilter(c.smooth_min_cutoff, c.smooth_beta),
+                                   OneEuroFilter(c.smooth_min_cutoff, c.smooth_beta))
+        f_img, f_world = self._filters[side]
+        return f_img(image_px, t).astype(np.float32), f_world(world, t).astype(np.float32)
+
+    def camera_rays(self, c2w: np.ndarray | None) -> torch.Tensor:
+        """Plücker rays [6, H, W] for a camera pose, relative to the stream's first pose."""
+        c2w = np.eye(4, dtype=np.float32) if c2w is None else np.asarray(c2w, dtype=np.float32).reshape(4, 4)
+        if self._c2w0 is None:
+            self._c2w0 = c2w
+        rel = relative_c2w(torch.from_numpy(np.stack([self._c2w0, c2w])))[1]
+        return plucker_rays(torch.from_numpy(self.K), rel, self.config.height, self.config.width)
+
+    def process(self, hands: Sequence[HandLike], t: float, c2w: np.ndarray | None = None) -> ControlFrame:
+        """Landmarks of one frame -> control render + Plücker rays.
+
+        Args:
+            hands: tracked hands of this frame (at most one per side is used: the first).
+            t: timestamp in seconds (monotonic within a stream).
+            c2w: optional [4, 4] camera-to-world of the viewer at this frame.
+        """
+        c = self.config
+        size = np.array([c.width, c.height], dtype=np.float32)
+        frame = ControlFrame(control=np.zeros((c.height, c.width, 3), np.uint8), rays=self.camera_rays(c2w))
+        seen: set[str] = set()
+        for hand in hands:
+            side = hand.side
+            if side not in SIDES or side in seen:
+                continue
+            seen.add(side)
+            image = np.asarray(hand.image, dtype=np.float32)[:, :2] * size
+            world = np.asarray(hand.world, dtype=np.float32)
+            image, world = self._smooth(side, image, world, t)
+            init = self._poses.get(side)
+            pose = fit_landmarks(self.models[side], torch.from_numpy(world)[None], torch.from_numpy(image)[None],
+                                 torch.from_numpy(self.K), init=init,
+                                 iters=c.fit_iters if init is None else c.fit_iters_warm)
+            self._poses[side] = pose.detach()
+            with torch.no_grad():
+                frame.meshes.append(self.models[side](pose))
+            frame.landmarks_px[side] = image
+            frame.poses[side] = pose
+        for side in set(self._filters) - seen:  # a hand that left the view starts fresh when it returns
+            self._filters.pop(side)
+            self._poses.pop(side, None)
+        frame.control = render_control(frame.meshes, self.K, c.height, c.width)
+        return frame
