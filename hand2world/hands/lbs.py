@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from hand2world.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
 __all__ = [
     "KinematicTree",
     "axis_angle_to_matrix",
@@ -38,29 +40,6 @@ __all__ = [
     "pose_feature",
     "so3_right_jacobian",
 ]
-
-_SMALL_ANGLE_SQ = 1e-8
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rodrigues' formula, differentiable everywhere (including the zero rotation).
-
-    Args:
-        aa: axis-angle vectors ``[..., 3]`` (direction = axis, norm = angle in radians).
-    Returns:
-        rotation matrices ``[..., 3, 3]``.
-    """
-    theta_sq = (aa * aa).sum(-1, keepdim=True)  # [..., 1]
-    small = theta_sq < _SMALL_ANGLE_SQ
-    safe_sq = torch.where(small, torch.ones_like(theta_sq), theta_sq)
-    theta = safe_sq.sqrt()
-    a = torch.where(small, 1.0 - theta_sq / 6.0, torch.sin(theta) / theta)  # sin(t)/t
-    b = torch.where(small, 0.5 - theta_sq / 24.0, (1.0 - torch.cos(theta)) / safe_sq)  # (1-cos t)/t^2
-    x, y, z = aa.unbind(-1)
-    zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(skew)
-    return eye + a[..., None] * skew + b[..., None] * (skew @ skew)
 
 
 class KinematicTree:
@@ -185,73 +164,6 @@ def lbs(
     blend_off = torch.einsum("vj,bjc->bvc", weights, offset)
     vertices = (blend_rot @ v_shaped.unsqueeze(-1)).squeeze(-1) + blend_off
     return vertices, posed
-
-
-def matrix_to_axis_angle(rot: Tensor) -> Tensor:
-    """Rotation matrices ``[..., 3, 3]`` -> axis-angle ``[..., 3]`` (angle in ``[0, pi]``).
-
-    Goes through a unit quaternion picked by Shepperd's rule (stable near ``pi``). Not meant
-    for back-propagation (used for initialisation and conversions).
-    """
-    m = rot
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    trace = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    )
-    s21, s12 = m[..., 2, 1], m[..., 1, 2]
-    s02, s20 = m[..., 0, 2], m[..., 2, 0]
-    s10, s01 = m[..., 1, 0], m[..., 0, 1]
-    root = trace.clamp_min(1e-12).sqrt() / 2  # [..., 4]
-    cand = torch.stack(
-        [
-            torch.stack(
-                [
-                    root[..., 0],
-                    (s21 - s12) / (4 * root[..., 0]),
-                    (s02 - s20) / (4 * root[..., 0]),
-                    (s10 - s01) / (4 * root[..., 0]),
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    (s21 - s12) / (4 * root[..., 1]),
-                    root[..., 1],
-                    (s01 + s10) / (4 * root[..., 1]),
-                    (s02 + s20) / (4 * root[..., 1]),
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    (s02 - s20) / (4 * root[..., 2]),
-                    (s01 + s10) / (4 * root[..., 2]),
-                    root[..., 2],
-                    (s12 + s21) / (4 * root[..., 2]),
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    (s10 - s01) / (4 * root[..., 3]),
-                    (s02 + s20) / (4 * root[..., 3]),
-                    (s12 + s21) / (4 * root[..., 3]),
-                    root[..., 3],
-                ],
-                -1,
-            ),
-        ],
-        -2,
-    )  # [..., 4 candidates, (w, x, y, z)]
-    best = trace.argmax(-1)
-    quat = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    quat = torch.where(quat[..., :1] < 0, -quat, quat)
-    quat = quat / quat.norm(dim=-1, keepdim=True)
-    xyz = quat[..., 1:]
-    sin_half = xyz.norm(dim=-1, keepdim=True)
-    angle = 2 * torch.atan2(sin_half, quat[..., :1])
-    scale = torch.where(sin_half > 1e-7, angle / sin_half.clamp_min(1e-12), 2.0 / quat[..., :1])
-    return xyz * scale
 
 
 def _skew(v: Tensor) -> Tensor:

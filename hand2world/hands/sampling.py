@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from hand2world.geometry.rotations import matrix_to_axis_angle, quaternion_to_matrix
 from hand2world.hands.model import HandModel, HandPose
 from hand2world.hands.skeleton import NUM_BETAS, NUM_HAND_JOINTS
 
@@ -39,25 +40,8 @@ def random_rotation(
     batch: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Uniformly distributed rotations as axis-angle ``[B, 3]``."""
-    from hand2world.hands.lbs import matrix_to_axis_angle
-
     q = torch.randn(batch, 4, generator=generator, dtype=torch.float64)
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - z * w),
-            2 * (x * z + y * w),
-            2 * (x * y + z * w),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - x * w),
-            2 * (x * z - y * w),
-            2 * (y * z + x * w),
-            1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(batch, 3, 3)
+    rot = quaternion_to_matrix(q)  # a normalised Gaussian 4-vector is uniform on SO(3)
     return matrix_to_axis_angle(rot).to(dtype)
 
 
