@@ -23,7 +23,9 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     from hand2world.tracking import build_hand_landmarker_bundle
 
     build_hand_landmarker_bundle(force=args.force)
-    for side in ("left", "right"):
+    from hand2world.hands.skeleton import SIDES
+
+    for side in SIDES:
         path = asset_path(f"open_hand_{side}.npz", must_exist=False)
         if args.force or not path.is_file():
             build_open_hand(side)

@@ -27,11 +27,10 @@ import torch
 
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
 from hand2world.hands import HandMesh, HandModel, HandPose, OneEuroFilter, fit_landmarks
+from hand2world.hands.skeleton import SIDES
 from hand2world.render import render_control
 
 log = logging.getLogger(__name__)
-
-SIDES = ("left", "right")
 
 
 class HandLike(Protocol):

@@ -36,6 +36,7 @@ from hand2world.hands.skeleton import (
     NUM_BETAS,
     NUM_HAND_JOINTS,
     PARENTS,
+    SIDES,
 )
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class HandModel(nn.Module):
 
     def __init__(self, arrays: dict[str, np.ndarray], side: str, kind: str) -> None:
         super().__init__()
-        if side not in ("left", "right"):
+        if side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         self._side = side
         self.kind = kind

@@ -55,6 +55,7 @@ from hand2world.hands.skeleton import (
     MEDIAPIPE_JOINT_NAMES,
     OPEN_SHAPE_NAMES,
     PARENTS,
+    SIDES,
 )
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,7 @@ def build_open_hand_arrays(side: str, glb_path: str | os.PathLike | None = None)
     ``j_template [21,3]`` (MediaPipe order), ``shapedirs [V,3,10]``, ``j_shapedirs [21,3,10]``,
     ``parents [16]``, ``tip_vertex_ids [5]``, ``joint_frames [16,3,3]``, names and provenance.
     """
-    if side not in ("left", "right"):
+    if side not in SIDES:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     glb_path = Path(glb_path) if glb_path is not None else default_glb_path(side)
     if not glb_path.is_file():

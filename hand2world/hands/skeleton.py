@@ -10,6 +10,9 @@ Design choices:
 
 from __future__ import annotations
 
+#: hand sides, in the index order used everywhere (index 0 left, 1 right)
+SIDES: tuple[str, str] = ("left", "right")
+
 FINGERS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "pinky")
 
 MEDIAPIPE_JOINT_NAMES: tuple[str, ...] = (

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hand2world.hands.skeleton import SIDES
+
 __all__ = ["SIDES", "SIDE_COLORS", "SHADE_MIN", "SideColors", "side_colors"]
 
 
@@ -26,7 +28,6 @@ class SideColors:
     joint: tuple[int, int, int]
 
 
-SIDES: tuple[str, str] = ("left", "right")
 
 SIDE_COLORS: dict[str, SideColors] = {
     "left": SideColors(fill=(60, 140, 255), wire=(10, 35, 110), joint=(200, 225, 255)),

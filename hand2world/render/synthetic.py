@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hand2world.hands.skeleton import SIDES
+
 __all__ = ["SyntheticHand", "uv_sphere", "synthetic_hand_mesh", "two_hand_scene"]
 
 
@@ -93,7 +95,7 @@ def synthetic_hand_mesh(
     Returns:
         ``SyntheticHand`` (default resolution: 1,658 vertices, 3,292 faces).
     """
-    if side not in ("left", "right"):
+    if side not in SIDES:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     verts, faces, joints = [], [], [np.array([0.0, 0.045, 0.0])]  # wrist, inside the palm
     offset = 0

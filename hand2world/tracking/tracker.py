@@ -44,12 +44,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hand2world.hands.skeleton import SIDES
 from hand2world.paths import AssetMissingError, asset_path
 
 log = logging.getLogger(__name__)
 
 NUM_LANDMARKS = 21
-SIDES = ("left", "right")
 
 
 @dataclass
