@@ -51,8 +51,6 @@ class ControlConfig:
     kind: str = "open"  # hand model: "open" (default) or "mano"
     smooth_min_cutoff: float = 1.5  # One-Euro: Hz; lower = smoother at rest
     smooth_beta: float = 0.3  # One-Euro: speed coefficient; higher = less lag when moving
-    fit_iters: int = 30  # cold-start fit iterations
-    fit_iters_warm: int = 8  # warm-started fit iterations
 
 
 @dataclass
@@ -129,8 +127,7 @@ class ControlPipeline:
             image, world = self._smooth(side, image, world, t)
             init = self._poses.get(side)
             pose = fit_landmarks(self.models[side], torch.from_numpy(world)[None], torch.from_numpy(image)[None],
-                                 torch.from_numpy(self.K), init=init,
-                                 iters=c.fit_iters if init is None else c.fit_iters_warm)
+                                 torch.from_numpy(self.K), init=init)
             self._poses[side] = pose.detach()
             with torch.no_grad():
                 frame.meshes.append(self.models[side](pose))
