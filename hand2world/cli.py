@@ -1,12 +1,14 @@
 """`hand2world` command line: thin argument parsing over library functions.
 
-Subcommands: ``setup`` (build model assets), ``control`` (video -> side-by-side conditioning
-MP4), ``bench`` (benchmarks). Later issues add ``world``, ``train``, ``generate``, ``serve``...
+Subcommands here: ``setup`` (build model assets), ``control`` (video -> side-by-side
+conditioning MP4), ``bench`` (benchmarks). Subsystems register their own (``world``, ``train``,
+``generate``, ``serve`` ...) through ``COMMAND_MODULES``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -15,6 +17,10 @@ from pathlib import Path
 from rich.logging import RichHandler
 
 log = logging.getLogger("hand2world")
+
+# Subsystems add their subcommands here: each module has ``register(subparsers)`` that adds its
+# parsers with ``set_defaults(func=...)``; the module must import heavy dependencies lazily.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (torch + OpenCV)")
     p.add_argument("--json", help="also write the result here")
     p.set_defaults(func=_cmd_bench)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
