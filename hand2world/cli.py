@@ -18,8 +18,9 @@ from rich.logging import RichHandler
 
 log = logging.getLogger("hand2world")
 
-# Subsystems add their subcommands here: each module has ``register(subparsers)`` that adds its
-# parsers with ``set_defaults(func=...)``; the module must import heavy dependencies lazily.
+# Subsystems add their subcommands here: each module has ``register(sub, bench)`` that adds its
+# parsers to ``sub`` (top level) with ``set_defaults(func=...)`` and its benchmarks to ``bench``
+# through ``hand2world.eval.bench.add_benchmark``; heavy dependencies are imported lazily.
 COMMAND_MODULES: tuple[str, ...] = ()
 
 
@@ -61,17 +62,6 @@ def _cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from hand2world.eval.bench import run_bench
-
-    result = run_bench(args.what, args)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``hand2world`` argument parser."""
     parser = argparse.ArgumentParser(prog="hand2world", description=__doc__.splitlines()[0])
@@ -94,16 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mano-dir", default=None, help="folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (kind=mano)")
     p.set_defaults(func=_cmd_control)
 
-    p = sub.add_parser("bench", help="benchmarks (text + JSON)")
-    p.add_argument("what", choices=["render", "fit", "control"], help="what to measure")
-    p.add_argument("--size", type=int, default=256, help="square frame size (render)")
-    p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (torch + OpenCV)")
-    p.add_argument("--json", help="also write the result here")
-    p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser("bench", help="benchmarks: medians and p95 as text + JSON")
+    bench = p.add_subparsers(dest="bench", required=True)
+    from hand2world.eval.bench import register_builtin
+
+    register_builtin(bench)
 
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+        importlib.import_module(module).register(sub, bench)
     return parser
 
 

@@ -33,8 +33,8 @@ if ! $VPY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.
 fi
 stamp=.venv/.hand2world-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! $VPY -c "import hand2world" 2>/dev/null; then
-  log "pip: hand2world (editable) with dev + render extras"
-  $VPY -m pip install -q -e ".[dev,render]"
+  log "pip: hand2world (editable) with the dev extra"
+  $VPY -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
 

@@ -1,6 +1,9 @@
 """`hand2world bench ...`: speed benchmarks (medians and p95, never timed tests).
 
-- ``render``: control render of two hands per frame on ``--threads`` CPU threads.
+Every benchmark is a function ``fn(args) -> dict`` registered with ``add_benchmark``; the
+common options (``--threads``, ``--json``) and the printing/writing live here once.
+Built in:
+- ``render``: control render of two hands per frame.
 - ``fit``: streaming landmark fit (warm-started, one hand per call) on poses of the open model.
 - ``control``: the whole `control` path on the real cup video (tracking, fit + render, compose).
 """
@@ -8,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,32 @@ def _set_threads(n: int) -> None:
 
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
+
+
+def add_benchmark(bench: argparse._SubParsersAction, name: str, help: str,
+                  fn: Callable[[argparse.Namespace], dict],
+                  configure: Callable[[argparse.ArgumentParser], None] | None = None,
+                  threads: int = 1) -> argparse.ArgumentParser:
+    """Register ``hand2world bench NAME``: ``fn(args)`` returns a JSON-able dict of results."""
+    p = bench.add_parser(name, help=help)
+    p.add_argument("--threads", type=int, default=threads, help="CPU threads (torch + OpenCV)")
+    p.add_argument("--json", help="also write the result here")
+    if configure is not None:
+        configure(p)
+
+    def run(args: argparse.Namespace) -> int:
+        _set_threads(args.threads)
+        result = {"benchmark": name, "threads": args.threads, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                  **fn(args)}
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(text)
+        return 0
+
+    p.set_defaults(func=run)
+    return p
 
 
 def bench_fit(iters: int = 100, seed: int = 0) -> dict:
@@ -58,23 +89,28 @@ def bench_fit(iters: int = 100, seed: int = 0) -> dict:
     return {"what": "fit (warm-started, 1 hand, default iterations)", **summarize(ms[1:])}
 
 
-def run_bench(what: str, args: argparse.Namespace) -> dict:
-    """Dispatch one benchmark; returns a JSON-able dict (also printed by the CLI)."""
-    _set_threads(args.threads)
-    result: dict = {"threads": args.threads, "cpu_count": os.cpu_count(), "torch": torch.__version__}
-    if what == "render":
-        from hand2world.render.bench import bench_render
+def _bench_control(args: argparse.Namespace) -> dict:
+    from hand2world.control_video import run_control_video
+    from hand2world.paths import asset_path
 
-        result.update(bench_render(size=args.size, hands=2, iters=args.iters))
-    elif what == "fit":
-        result.update(bench_fit(iters=min(args.iters, 200)))
-    elif what == "control":
-        from hand2world.control_video import run_control_video
-        from hand2world.paths import asset_path
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = run_control_video(asset_path("cup.mp4"), Path(tmp) / "bench.mp4", panel_height=args.size)
+    return {k: stats[k] for k in ("frames", "detection_rate", "fps", "median_ms", "panel")}
 
-        with tempfile.TemporaryDirectory() as tmp:
-            stats = run_control_video(asset_path("cup.mp4"), Path(tmp) / "bench.mp4", panel_height=args.size)
-        result.update({k: stats[k] for k in ("frames", "detection_rate", "fps", "median_ms", "panel")})
-    else:
-        raise ValueError(f"unknown benchmark {what!r}")
-    return result
+
+def register_builtin(bench: argparse._SubParsersAction) -> None:
+    """The foundation's benchmarks: render, fit, control."""
+    from hand2world.render.bench import bench_render
+
+    def sized(default: int, iters: int | None = None) -> Callable[[argparse.ArgumentParser], None]:
+        def configure(p: argparse.ArgumentParser) -> None:
+            p.add_argument("--size", type=int, default=default, help="frame (render) or panel (control) height")
+            if iters is not None:
+                p.add_argument("--iters", type=int, default=iters)
+        return configure
+
+    add_benchmark(bench, "render", "control render, two hands per frame",
+                  lambda a: bench_render(size=a.size, hands=2, iters=a.iters), sized(256, 200))
+    add_benchmark(bench, "fit", "warm-started streaming hand fit",
+                  lambda a: bench_fit(iters=a.iters), lambda p: p.add_argument("--iters", type=int, default=100))
+    add_benchmark(bench, "control", "the `control` path on the real cup video", _bench_control, sized(256), threads=2)
