@@ -21,11 +21,13 @@ Design choices:
     ``DEPTH_EDGE`` (1 cm) farther away, the nearer pixel is marked: the silhouette outline and
     occlusion edges (a finger crossing the palm), always drawn;
   - wireframe: boundaries between two visible triangles of the same surface, i.e. exactly the
-    visible mesh edges (hidden edges never show through), drawn for triangles covering at least
-    ``min_wire_area`` px (default 4). Below that the mesh is denser than the pixel grid and a
-    wireframe would paint the whole hand in the wire colour (at 128x128 a hand is mostly wire);
-    there the image degrades gracefully to shaded silhouette + contours. At 544x384 (the
-    paper's resolution) nearly every triangle of a hand is wired.
+    visible mesh edges (hidden edges never show through). Decided per hand, all or nothing: a
+    hand is wired when the median projected area of its triangles is at least ``min_wire_area``
+    px (default 4). Below that the mesh is denser than the pixel grid and a wireframe would
+    paint the hand in the wire colour; a per-triangle threshold instead wires only the larger
+    triangles (wrist, back of the hand) and leaves a speckle that depends on the mesh's
+    tessellation, so a small hand degrades as a whole to shaded silhouette + contours. At
+    544x384 (the paper's resolution) and for near hands at 256x256 hands are wired.
 - Colours come from ``colors.SIDE_COLORS``; any resolution; inputs may be torch or NumPy.
 - ``hand2world.hands`` is not imported: meshes only need ``.vertices``, ``.faces``, ``.side``
   (``MeshLike``).
@@ -100,8 +102,8 @@ def render_control(
         height, width: output size in pixels.
         shading: scale each triangle's fill by its two-sided headlight term (see module notes).
         wireframe: draw contours and the visible mesh edges in the side's wire colour.
-        min_wire_area: smallest projected triangle area (px) whose edges are drawn; 0 draws every
-            visible edge (contours are drawn regardless).
+        min_wire_area: a hand is wired when the median projected area of its triangles is at least
+            this many px; 0 always wires (contours are drawn regardless).
 
     Returns:
         ``uint8 [H, W, 3]`` RGB image; all zeros when there is nothing in front of the camera.
@@ -156,7 +158,9 @@ def render_control(
     if wireframe:
         area = 0.5 * np.abs((x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0]))
         hand_of_face = np.repeat(np.arange(1, len(sizes) + 1, dtype=np.int32), sizes)
-        _draw_lines(image, tri_index, inv_depth, hand_of_face, area, wires, min_wire_area)
+        bounds = np.cumsum([0, *sizes])
+        wired_hand = [np.median(area[a:b]) >= min_wire_area for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        _draw_lines(image, tri_index, inv_depth, hand_of_face, np.repeat(wired_hand, sizes), wires)
     return image
 
 
@@ -165,21 +169,20 @@ def _draw_lines(
     tri_index: np.ndarray,
     inv_depth: np.ndarray,
     hand_of_face: np.ndarray,
-    area: np.ndarray,
+    wired: np.ndarray,
     wires: list[tuple[int, int, int]],
-    min_wire_area: float,
 ) -> None:
     """Draw contours and the visible wireframe from the triangle-index buffer (in place).
 
     For every pair of 4-adjacent pixels: across a contour (background, another hand, or a depth
     jump over ``DEPTH_EDGE``) the nearer pixel is marked; between two different triangles of
-    the same surface the pixel of the first one is marked when its triangle covers at least
-    ``min_wire_area`` px. Marked pixels take their hand's wire colour.
+    the same surface the pixel of the first one is marked when its hand is ``wired``. Marked
+    pixels take their hand's wire colour.
 
     Args:
         image: ``[H, W, 3]`` uint8, modified in place.
         tri_index: ``[H, W]`` visible triangle (-1: none); inv_depth: ``[H, W]`` its ``1/z`` (0: none).
-        hand_of_face: ``[F]`` 1-based hand of each triangle; area: ``[F]`` projected area in px.
+        hand_of_face: ``[F]`` 1-based hand of each triangle; wired: ``[F]`` bool, draw its edges.
         wires: wire colour of each hand (1-based ``hand_of_face`` indexes it from 1).
     """
     rows = np.flatnonzero((tri_index >= 0).any(axis=1))
@@ -191,7 +194,7 @@ def _draw_lines(
     tri, iz = tri_index[box], inv_depth[box]
     covered = tri >= 0
     hand = np.append(hand_of_face, 0).astype(np.uint8)[tri]  # index -1 -> 0: background
-    big = np.append(area >= min_wire_area, False)[tri]
+    big = np.append(wired, False)[tri]
     mark = np.zeros(tri.shape, dtype=bool)
     for axis in (0, 1):
         n = tri.shape[axis] - 1
