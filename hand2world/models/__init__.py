@@ -1,1 +1,45 @@
-"""hand2world.models."""
+"""hand2world.models: autoencoders, the video DiT (bidirectional or block-causal), conditioning, KV cache.
+
+Heavy optional pieces (the Wan VAE through diffusers) import lazily from ``hand2world.models.wan``.
+"""
+
+from hand2world.models.attention import attention, available_backends, set_attention_backend
+from hand2world.models.autoencoder import FrameAutoencoder, build_autoencoder
+from hand2world.models.conditioning import (
+    Conditioning,
+    PluckerAdapter,
+    drop_conditions,
+    rays_to_latent_frames,
+    scene_channels,
+)
+from hand2world.models.config import (
+    AUTOENCODER_PRESETS,
+    DIT_PRESETS,
+    AutoencoderConfig,
+    DiTConfig,
+    load_config,
+    save_config,
+)
+from hand2world.models.dit import DiT
+from hand2world.models.kv_cache import KVCache
+
+__all__ = [
+    "AUTOENCODER_PRESETS",
+    "DIT_PRESETS",
+    "AutoencoderConfig",
+    "Conditioning",
+    "DiT",
+    "DiTConfig",
+    "FrameAutoencoder",
+    "KVCache",
+    "PluckerAdapter",
+    "attention",
+    "available_backends",
+    "build_autoencoder",
+    "drop_conditions",
+    "load_config",
+    "rays_to_latent_frames",
+    "save_config",
+    "scene_channels",
+    "set_attention_backend",
+]

@@ -1,0 +1,89 @@
+"""The one attention dispatch point of the video models.
+
+Design choices:
+- Every attention call in ``hand2world.models`` goes through ``attention(q, k, v, mask)``
+  with ``[B, heads, L, head_dim]`` tensors, so changing the backend is one setting.
+- Backends: ``"sdpa"`` (``torch.nn.functional.scaled_dot_product_attention``; the default,
+  CPU and GPU), ``"flash"`` (flash-attn 2, CUDA, half precision, no mask; falls back to
+  SDPA otherwise), ``"math"`` (explicit softmax; the reference the tests compare against).
+  ``set_attention_backend`` picks one process-wide; ``"auto"`` takes flash where usable.
+- Block-causal masks are boolean ``[Lq, Lk]`` (True = may attend), built once per forward by
+  ``block_causal_mask`` from per-token block indices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["attention", "available_backends", "block_causal_mask", "get_attention_backend", "set_attention_backend"]
+
+_BACKEND = "sdpa"
+
+try:  # optional GPU extra
+    from flash_attn import flash_attn_func as _flash_attn_func  # type: ignore[import-not-found]
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    _flash_attn_func = None
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process."""
+    out = ["sdpa", "math"]
+    if _flash_attn_func is not None and torch.cuda.is_available():
+        out.append("flash")
+    return out
+
+
+def set_attention_backend(name: str) -> None:
+    """Choose the process-wide backend: ``sdpa`` | ``math`` | ``flash`` | ``auto``."""
+    global _BACKEND
+    if name == "auto":
+        name = "flash" if "flash" in available_backends() else "sdpa"
+    if name not in ("sdpa", "math", "flash"):
+        raise ValueError(f"unknown attention backend {name!r}")
+    if name == "flash" and "flash" not in available_backends():
+        log.warning("flash-attn not usable here; attention stays on SDPA")
+        name = "sdpa"
+    _BACKEND = name
+
+
+def get_attention_backend() -> str:
+    return _BACKEND
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, backend: str | None = None) -> Tensor:
+    """Scaled dot-product attention.
+
+    Args:
+        q: ``[B, H, Lq, D]``; k, v: ``[B, H, Lk, D]``.
+        mask: optional boolean ``[Lq, Lk]`` (or broadcastable ``[B, H, Lq, Lk]``), True = attend.
+        backend: override the process-wide backend for this call.
+
+    Returns:
+        ``[B, H, Lq, D]``.
+    """
+    name = backend or _BACKEND
+    if name == "flash" and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    if name == "math":
+        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return (scores.softmax(-1) @ v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def block_causal_mask(q_blocks: Tensor, k_blocks: Tensor) -> Tensor:
+    """Boolean ``[Lq, Lk]`` mask: query token i sees key token j iff ``k_blocks[j] <= q_blocks[i]``.
+
+    Args:
+        q_blocks: ``[Lq]`` block index of each query token.
+        k_blocks: ``[Lk]`` block index of each key token.
+    """
+    return k_blocks[None, :] <= q_blocks[:, None]

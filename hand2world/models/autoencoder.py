@@ -1,0 +1,143 @@
+"""Small per-frame conv autoencoder: the shipped default latent space of the video model.
+
+Design choices:
+- Per-frame 2-D convolutions (time folded into the batch): streaming decode never touches
+  history (each new latent frame decodes alone), and clip latents are per-frame latents
+  concatenated, so training can cache whole-clip latents and crop them in time.
+- ``len(channels)`` stride-2 levels (3 = x8: 128x128 -> 16x16), one or more residual blocks
+  per level (GroupNorm + SiLU + 3x3 conv), nearest up-sampling + conv in the decoder; no
+  attention (fast on CPU).
+- Deterministic autoencoder (no KL): trained with L1 + MSE reconstruction and a small latent
+  L2 penalty; per-channel mean/std measured after training are stored in the config and
+  applied by ``encode``/``decode`` so the DiT sees unit-scale latents.
+- Same interface as ``WanVAE``: ``encode``/``decode`` on ``[B, 3, T, H, W]`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hand2world.models.config import AutoencoderConfig
+
+__all__ = ["FrameAutoencoder", "build_autoencoder"]
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, c), c)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                  _norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        ch = config.channels
+        layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 3, padding=1)]
+        for i, c in enumerate(ch):
+            layers += [ResBlock(c) for _ in range(config.blocks_per_level)]
+            layers.append(nn.Conv2d(c, ch[min(i + 1, len(ch) - 1)], 3, stride=2, padding=1))
+        layers += [ResBlock(ch[-1]), _norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], config.latent_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        ch = config.channels[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(config.latent_channels, ch[0], 3, padding=1), ResBlock(ch[0])]
+        for i, c in enumerate(ch):
+            layers += [ResBlock(c) for _ in range(config.blocks_per_level)]
+            nxt = ch[min(i + 1, len(ch) - 1)] if i + 1 < len(ch) else ch[-1] // 2
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, nxt, 3, padding=1)]
+        layers += [_norm(ch[-1] // 2), nn.SiLU(), nn.Conv2d(ch[-1] // 2, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class FrameAutoencoder(nn.Module):
+    """Per-frame conv autoencoder.
+
+    Args:
+        config: ``AutoencoderConfig`` with ``kind="conv"``.
+    """
+
+    temporal_factor = 1
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        c = config.latent_channels
+        mean = torch.tensor(config.latent_mean or [0.0] * c).view(1, c, 1, 1)
+        std = torch.tensor(config.latent_std or [1.0] * c).view(1, c, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.config.spatial_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def encode_frames(self, frames: Tensor, normalize: bool = True) -> Tensor:
+        """``[N, 3, H, W]`` in [-1, 1] -> ``[N, C, H/s, W/s]`` (normalised unless ``normalize=False``)."""
+        z = self.encoder(frames)
+        return (z - self.mean) / self.std if normalize else z
+
+    def decode_frames(self, z: Tensor, normalized: bool = True) -> Tensor:
+        """``[N, C, h, w]`` -> ``[N, 3, h*s, w*s]`` in [-1, 1]."""
+        if normalized:
+            z = z * self.std + self.mean
+        return self.decoder(z).clamp(-1, 1) if not self.training else self.decoder(z)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents ``[B, C, T, H/s, W/s]``."""
+        b, _, t = video.shape[:3]
+        z = self.encode_frames(video.transpose(1, 2).flatten(0, 1))
+        return z.unflatten(0, (b, t)).transpose(1, 2)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Normalised latents ``[B, C, T, h, w]`` -> ``[B, 3, T, h*s, w*s]`` in [-1, 1]."""
+        b, _, t = latents.shape[:3]
+        x = self.decode_frames(latents.transpose(1, 2).flatten(0, 1))
+        return x.unflatten(0, (b, t)).transpose(1, 2)
+
+    def loss(self, frames: Tensor, latent_weight: float = 1e-4) -> tuple[Tensor, dict[str, float]]:
+        """Reconstruction loss on ``[N, 3, H, W]`` frames in [-1, 1]."""
+        z = self.encoder(frames)
+        rec = self.decoder(z)
+        l1 = F.l1_loss(rec, frames)
+        mse = F.mse_loss(rec, frames)
+        reg = z.pow(2).mean()
+        loss = l1 + mse + latent_weight * reg
+        psnr = -10 * torch.log10(F.mse_loss(rec.clamp(-1, 1) / 2, frames / 2).clamp_min(1e-10))
+        return loss, {"l1": float(l1), "mse": float(mse), "psnr": float(psnr)}
+
+
+def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
+    """The autoencoder a config names (``conv`` here; ``wan`` loads its pretrained folder)."""
+    if config.kind == "conv":
+        return FrameAutoencoder(config)
+    from hand2world.models.wan import WanVAE
+
+    if not config.pretrained:
+        raise ValueError("a Wan autoencoder config needs `pretrained` (a local diffusers VAE folder)")
+    return WanVAE.from_pretrained(config.pretrained)

@@ -1,0 +1,187 @@
+"""Architecture configs: frozen dataclasses, named presets, JSON beside the weights.
+
+Design choices:
+- One ``DiTConfig`` describes every size, from the CPU ``tiny`` model to ``wan-1.3b``
+  (Wan 2.1 T2V-1.3B's exact transformer shape, so its weights can initialise the teacher).
+  Derived sizes (input channels, head dim, tokens per frame) are properties, never stored.
+- The streaming shape (frames per block, KV-cache window and sink) lives in the same config:
+  the KV cache is sized from it.
+- ``AutoencoderConfig`` covers the small per-frame conv autoencoder trained here
+  (``kind="conv"``) and the Wan VAE adapter (``kind="wan"``); latent normalisation
+  statistics are part of it so that saved latents are unit-scale for the DiT.
+- ``save_config`` / ``load_config`` write ``config.json`` with a ``"type"`` tag; loading
+  rejects unknown keys (a typo fails at load, not mid-run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AUTOENCODER_PRESETS",
+    "DIT_PRESETS",
+    "AutoencoderConfig",
+    "DiTConfig",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Shape of the video DiT (Wan 2.1 block layout) and of its conditioning and KV cache.
+
+    Attributes:
+        latent_channels: channels of the autoencoder latent (noisy input = output channels).
+        dim: model width; ``num_heads * head_dim``.
+        num_heads: attention heads.
+        num_layers: transformer blocks.
+        ffn_dim: feed-forward hidden width.
+        freq_dim: sinusoidal timestep embedding size.
+        patch_size: (t, h, w) patch of the latent.
+        text_dim: text-embedding width for cross-attention; ``None`` = no cross-attention.
+        eps: norm epsilon.
+        rope_theta: rotary base.
+        timestep_scale: the model sees ``t * timestep_scale`` (Wan: sigma in [0, 1] x 1000).
+        vae_factor: spatial down-sampling of the autoencoder (pixel-unshuffle of Plücker rays).
+        vae_temporal_factor: temporal down-sampling of the autoencoder (1 = per-frame).
+        camera_adapter_dim: hidden width of the Plücker-ray adapter; 0 disables it.
+        frames_per_block: latent frames per streaming step (block-causal unit).
+        cache_window: latent frames kept in the rolling KV window (besides the sink).
+        cache_sink: leading (scene) latent frames never evicted.
+        latent_size: nominal latent (h, w) of the preset's training resolution.
+    """
+
+    latent_channels: int = 8
+    dim: int = 192
+    num_heads: int = 3
+    num_layers: int = 6
+    ffn_dim: int = 512
+    freq_dim: int = 64
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_dim: int | None = None
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+    timestep_scale: float = 1000.0
+    vae_factor: int = 8
+    vae_temporal_factor: int = 1
+    camera_adapter_dim: int = 128
+    frames_per_block: int = 1
+    cache_window: int = 8
+    cache_sink: int = 1
+    latent_size: tuple[int, int] = (16, 16)
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} not divisible by num_heads {self.num_heads}")
+        if self.head_dim % 2 or (self.head_dim - 4 * (self.head_dim // 6)) % 2:
+            raise ValueError(f"head_dim {self.head_dim} must split into even (t, h, w) rotary parts")
+        for name in ("patch_size", "latent_size"):  # JSON gives lists; keep tuples (hashable, frozen)
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def in_channels(self) -> int:
+        """Channel concat: noisy latents + control latents + scene latents + scene mask."""
+        return 3 * self.latent_channels + 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.latent_channels
+
+    def tokens_per_frame(self, latent_hw: tuple[int, int] | None = None) -> int:
+        h, w = latent_hw or self.latent_size
+        return (h // self.patch_size[1]) * (w // self.patch_size[2])
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """The video autoencoder.
+
+    Attributes:
+        kind: ``"conv"`` (small per-frame conv autoencoder trained here) or ``"wan"`` (diffusers
+            ``AutoencoderKLWan``; its own config sits beside its weights).
+        latent_channels: latent channels.
+        channels: conv widths per resolution level; ``len(channels)`` stride-2 steps, so the
+            spatial factor is ``2 ** len(channels)`` (3 levels = x8).
+        blocks_per_level: residual blocks per level.
+        latent_mean, latent_std: per-channel normalisation (set after training); the DiT
+            sees ``(z - mean) / std``.
+        temporal_factor: 1 for the per-frame autoencoder, 4 for the Wan VAE.
+        pretrained: folder of the Wan VAE weights (``kind="wan"``), resolved through
+            ``hand2world.paths.checkpoint_path``.
+    """
+
+    kind: str = "conv"
+    latent_channels: int = 8
+    channels: tuple[int, ...] = (32, 64, 128)
+    blocks_per_level: int = 1
+    latent_mean: tuple[float, ...] = ()
+    latent_std: tuple[float, ...] = ()
+    temporal_factor: int = 1
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "latent_mean", "latent_std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.kind not in ("conv", "wan"):
+            raise ValueError(f"unknown autoencoder kind {self.kind!r}")
+
+    @property
+    def spatial_factor(self) -> int:
+        return 8 if self.kind == "wan" else 2 ** len(self.channels)
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    # Ships; CPU. 128x128 frames -> 16x16x8 latents -> 64 tokens/frame.
+    "tiny": DiTConfig(),
+    # A GPU model at 256x256 (32x32 latents -> 256 tokens/frame).
+    "small": DiTConfig(latent_channels=16, dim=512, num_heads=8, num_layers=12, ffn_dim=2048, freq_dim=256,
+                       camera_adapter_dim=256, latent_size=(32, 32)),
+    # Wan 2.1 T2V-1.3B transformer shape (Wan VAE: 16 channels, x8 space, x4 time; umT5 text 4096).
+    "wan-1.3b": DiTConfig(latent_channels=16, dim=1536, num_heads=12, num_layers=30, ffn_dim=8960, freq_dim=256,
+                          text_dim=4096, vae_temporal_factor=4, camera_adapter_dim=512, frames_per_block=3,
+                          cache_window=9, latent_size=(60, 104)),
+}
+
+AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
+    "tiny": AutoencoderConfig(),
+    "small": AutoencoderConfig(latent_channels=16, channels=(64, 128, 256), blocks_per_level=2),
+    "wan": AutoencoderConfig(kind="wan", latent_channels=16, channels=(), temporal_factor=4),
+}
+
+_TYPES: dict[str, type] = {"DiTConfig": DiTConfig, "AutoencoderConfig": AutoencoderConfig}
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**data)
+
+
+def save_config(config: Any, path: str | Path) -> Path:
+    """Write a config dataclass as JSON (with a ``"type"`` tag)."""
+    path = Path(path)
+    data = {"type": type(config).__name__, **dataclasses.asdict(config)}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def load_config(path: str | Path) -> Any:
+    """Read a config written by ``save_config``."""
+    data = json.loads(Path(path).read_text())
+    kind = data.pop("type", None)
+    if kind not in _TYPES:
+        raise ValueError(f"{path}: unknown config type {kind!r}")
+    return config_from_dict(_TYPES[kind], data)

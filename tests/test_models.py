@@ -1,0 +1,176 @@
+"""Video model on tiny CPU configs: shapes, block-causal semantics, KV cache, rotary, autoencoder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from hand2world.models import (
+    DIT_PRESETS,
+    AutoencoderConfig,
+    Conditioning,
+    DiT,
+    DiTConfig,
+    FrameAutoencoder,
+    attention,
+    load_config,
+    save_config,
+    scene_channels,
+)
+from hand2world.models.attention import block_causal_mask
+from hand2world.models.rope import RotaryEmbedding3D
+
+# 2 layers, 2 heads, 16x16 latents (patch 2 -> 64 tokens per frame), x4 autoencoder factor.
+CFG = DiTConfig(latent_channels=4, dim=64, num_heads=2, num_layers=2, ffn_dim=128, freq_dim=32,
+                vae_factor=4, camera_adapter_dim=16, frames_per_block=1, cache_window=3, cache_sink=1)
+
+
+def _model(cfg: DiTConfig = CFG, seed: int = 0) -> DiT:
+    torch.manual_seed(seed)
+    model = DiT(cfg).eval()
+    # The camera adapter is zero-initialised; give it weights so the tests exercise it.
+    torch.nn.init.normal_(model.camera_adapter.out.weight, std=0.05)
+    return model
+
+
+def _inputs(b: int = 2, t: int = 4, cfg: DiTConfig = CFG, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    c, s = cfg.latent_channels, cfg.vae_factor
+    x = torch.randn(b, c, t, 16, 16, generator=g)
+    cond = Conditioning(control=torch.randn(b, c, t, 16, 16, generator=g),
+                        scene=scene_channels(torch.randn(b, c, 16, 16, generator=g), t),
+                        rays=torch.randn(b, 6, t, 16 * s, 16 * s, generator=g))
+    tt = torch.rand(b, t, generator=g)
+    return x, tt, cond
+
+
+def test_shapes_and_presets():
+    model = _model()
+    x, t, cond = _inputs()
+    assert model(x, t[:, 0], cond).shape == x.shape
+    assert model(x, t, cond, causal=True).shape == x.shape
+    assert model(x, t[:, 0]).shape == x.shape  # no conditions at all
+    tiny = DIT_PRESETS["tiny"]
+    assert tiny.tokens_per_frame() == 64 and tiny.in_channels == 25
+
+
+def test_block_causal_ignores_later_blocks():
+    cfg = dataclasses.replace(CFG, frames_per_block=2)
+    model = _model(cfg)
+    x, t, cond = _inputs(t=6, cfg=cfg)
+    out = model(x, t, cond, causal=True)
+    x2, cond2 = x.clone(), Conditioning(control=cond.control.clone(), scene=cond.scene, rays=cond.rays.clone())
+    x2[:, :, 4:] = torch.randn_like(x2[:, :, 4:])  # change block 2 (frames 4, 5)
+    cond2.control[:, :, 4:] += 1.0
+    cond2.rays[:, :, 4:] += 1.0
+    t2 = t.clone()
+    t2[:, 4:] = 0.9
+    out2 = model(x2, t2, cond2, causal=True)
+    assert torch.allclose(out[:, :, :4], out2[:, :, :4], atol=1e-5)
+    assert not torch.allclose(out[:, :, 4:], out2[:, :, 4:], atol=1e-3)
+
+
+def test_bidirectional_differs_from_causal():
+    model = _model()
+    x, t, cond = _inputs()
+    bi, ca = model(x, t, cond), model(x, t, cond, causal=True)
+    assert (bi[:, :, :-1] - ca[:, :, :-1]).abs().amax(dim=(0, 1, 3, 4)).min() > 1e-3  # every early frame differs
+
+
+def test_kv_cache_rollout_equals_block_causal_forward():
+    for fpb in (1, 2):
+        cfg = dataclasses.replace(CFG, frames_per_block=fpb)
+        model = _model(cfg)
+        x, t, cond = _inputs(t=6, cfg=cfg)
+        with torch.no_grad():
+            full = model(x, t, cond, causal=True)
+            cache = model.new_kv_cache(batch=2, latent_hw=(16, 16), capacity_frames=6)
+            outs = []
+            for s in range(0, 6, fpb):
+                blk = slice(s, s + fpb)
+                # an uncommitted pass (a denoising step) must not change the context
+                model(torch.randn_like(x[:, :, blk]), t[:, blk], cond.frames(s, s + fpb), kv_cache=cache)
+                outs.append(model(x[:, :, blk], t[:, blk], cond.frames(s, s + fpb), kv_cache=cache, commit=True))
+        diff = (torch.cat(outs, dim=2) - full).abs().max().item()
+        assert diff <= 1e-4, (fpb, diff)
+        assert cache.frames == 6
+
+
+def test_kv_cache_eviction_keeps_sink_and_repositions():
+    model = _model()
+    x, t, cond = _inputs(t=6)
+    cache = model.new_kv_cache(batch=2, latent_hw=(16, 16))  # sink 1 + window 3 + block 1 = 5 frames
+    assert cache.capacity_frames == 5
+    n = cache.tokens_per_frame
+    with torch.no_grad():
+        for s in range(4):
+            model(x[:, :, s:s + 1], t[:, s:s + 1], cond.frames(s, s + 1), kv_cache=cache, commit=True)
+        sink_k = cache.k[0][:, :, :n].clone()
+        last_v = cache.v[1][:, :, 3 * n:4 * n].clone()
+        last_k = cache.k[1][:, :, 3 * n:4 * n].clone()
+        model(x[:, :, 4:5], t[:, 4:5], cond.frames(4, 5), kv_cache=cache, commit=True)  # 5 frames: full
+        with pytest.raises(RuntimeError):
+            model(x[:, :, 5:6], t[:, 5:6], cond.frames(5, 6), kv_cache=cache)
+        assert cache.evict(window=2, sink=1) == 2
+        assert cache.frames == 3 and cache.next_position == 3 and cache.seen_frames == 5
+        assert torch.equal(cache.k[0][:, :, :n], sink_k)  # sink untouched
+        # frame 3 moved to slot 1, its keys re-rotated by -2 frames
+        assert torch.equal(cache.v[1][:, :, n:2 * n], last_v)
+        assert torch.allclose(cache.k[1][:, :, n:2 * n], model.rope.shift_frames(last_k, -2.0), atol=1e-6)
+        out = model(x[:, :, 5:6], t[:, 5:6], cond.frames(5, 6), kv_cache=cache, commit=True)
+    assert out.shape == (2, 4, 1, 16, 16) and torch.isfinite(out).all()
+
+
+def test_rope_shift_equals_rotation_at_new_position():
+    rope = RotaryEmbedding3D(head_dim=32)
+    q = torch.randn(1, 2, 3 * 4 * 4, 32)
+    cos5, sin5 = rope.tables(torch.tensor([5.0, 6.0, 7.0]), 4, 4)
+    cos2, sin2 = rope.tables(torch.tensor([2.0, 3.0, 4.0]), 4, 4)
+    shifted = rope.shift_frames(RotaryEmbedding3D.apply(q, cos5, sin5), -3.0)
+    assert torch.allclose(shifted, RotaryEmbedding3D.apply(q, cos2, sin2), atol=1e-5)
+
+
+def test_attention_backends_agree():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 12, 8, generator=g) for _ in range(3))
+    blocks = torch.arange(12) // 4
+    mask = block_causal_mask(blocks, blocks)
+    for m in (None, mask):
+        assert torch.allclose(attention(q, k, v, m, backend="sdpa"), attention(q, k, v, m, backend="math"), atol=1e-5)
+
+
+def test_guidance_dropout_masks():
+    model = _model()
+    x, t, cond = _inputs()
+    keep = dataclasses.replace(cond, keep_hands=torch.ones(2), keep_camera=torch.ones(2))
+    assert torch.allclose(model(x, t, cond), model(x, t, keep), atol=1e-6)
+    no_cam = dataclasses.replace(cond, keep_camera=torch.tensor([1.0, 0.0]))
+    ref = dataclasses.replace(cond, rays=None)
+    out, out_ref = model(x, t, no_cam), model(x, t, ref)
+    assert torch.allclose(out[1], out_ref[1], atol=1e-5) and not torch.allclose(out[0], out_ref[0], atol=1e-4)
+    no_hands = dataclasses.replace(cond, keep_hands=torch.zeros(2))
+    zero_ctl = dataclasses.replace(cond, control=torch.zeros_like(cond.control))
+    assert torch.allclose(model(x, t, no_hands), model(x, t, zero_ctl), atol=1e-6)
+
+
+def test_camera_adapter_is_zero_at_init():
+    torch.manual_seed(0)
+    model = DiT(CFG).eval()
+    x, t, cond = _inputs()
+    assert torch.equal(model(x, t, cond), model(x, t, dataclasses.replace(cond, rays=None)))
+
+
+def test_autoencoder_shapes_and_config_roundtrip(tmp_path):
+    cfg = AutoencoderConfig(latent_channels=4, channels=(8, 16), blocks_per_level=1)
+    ae = FrameAutoencoder(cfg).eval()
+    video = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    z = ae.encode(video)
+    assert z.shape == (2, 4, 3, 8, 8)
+    rec = ae.decode(z)
+    assert rec.shape == video.shape and rec.abs().max() <= 1
+    # per-frame: a frame's decode does not depend on the others (streaming never re-decodes history)
+    assert torch.allclose(ae.decode(z[:, :, 1:2])[:, :, 0], rec[:, :, 1], atol=1e-5)
+    assert load_config(save_config(cfg, tmp_path / "ae.json")) == cfg
+    assert load_config(save_config(CFG, tmp_path / "dit.json")) == CFG
