@@ -1,0 +1,211 @@
+"""Wire protocol of the live app: JSON messages in, validated into plain objects; JSON schemas.
+
+The same messages travel over the WebRTC data channel ``hands`` and the WebSocket ``/ws``.
+Client -> server (``type``):
+
+- ``hands``: one tracked frame (DESIGN.md wire message): ``t`` (ms), ``hands`` (0-2 entries of
+  ``side``, ``score``, ``image`` [21x3], ``world`` [21x3]), optional ``head.c2w`` (16 floats,
+  row-major 4x4 camera-to-world, OpenCV convention, metres).
+- ``start``: ``scene`` (a built-in name or an uploaded ``upload:<id>``), optional ``token`` (the
+  upload namespace the scene belongs to). First message on the WebSocket.
+- ``scene``: switch scene mid-session (same fields as ``start``).
+- ``reset``: forget smoothing, warm starts, the first camera pose and the generator's history.
+
+Server -> client: ``started``, ``stats``, ``error`` (JSON) and, on the WebSocket, frames as
+binary JPEG; on the data channel, a small JPEG of the control render (binary) a few times a second.
+
+Design choices:
+- Validation is hand-written (no pydantic model per message): it is small, fast (one message per
+  tracked frame) and gives one clear error string per problem (``ProtocolError``), which the
+  transports send back as ``{"type": "error", ...}`` while the session keeps running.
+- Sizes are capped before parsing (``MAX_MESSAGE_BYTES``); numbers must be finite; image
+  landmarks are clamped to a generous box (MediaPipe gives points slightly outside [0, 1]).
+- The schemas below are what the README documents and ``GET /schema`` serves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hand2world.hands.skeleton import SIDES
+from hand2world.tracking import TrackedHand
+
+MAX_MESSAGE_BYTES = 64 * 1024  # a two-hand message is ~3 KB
+MAX_HANDS = 2
+SCENE_NAME_MAX = 80
+
+
+class ProtocolError(ValueError):
+    """A client message is malformed; ``str(err)`` is the message sent back to the client."""
+
+    def __init__(self, detail: str, code: str = "bad_message") -> None:
+        super().__init__(detail)
+        self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": "error", "error": self.code, "detail": str(self)}
+
+
+@dataclass
+class HandsMessage:
+    """A validated ``hands`` message. ``t`` in seconds; ``c2w`` float32 [4, 4] or None;
+    ``received``: server arrival time (``time.perf_counter``), set by the session."""
+
+    t: float
+    hands: list[TrackedHand]
+    c2w: np.ndarray | None
+    received: float = 0.0
+
+
+@dataclass
+class SceneMessage:
+    """A validated ``start`` or ``scene`` message."""
+
+    type: str
+    scene: str
+    token: str | None
+
+
+@dataclass
+class ResetMessage:
+    type: str = "reset"
+
+
+Message = HandsMessage | SceneMessage | ResetMessage
+
+_VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+_LANDMARKS = {"type": "array", "items": _VEC3, "minItems": 21, "maxItems": 21}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "hands": {
+        "type": "object",
+        "required": ["type", "hands"],
+        "properties": {
+            "type": {"const": "hands"},
+            "t": {"type": "number", "description": "client timestamp, milliseconds (monotonic)"},
+            "hands": {"type": "array", "maxItems": MAX_HANDS, "items": {
+                "type": "object", "required": ["side", "image", "world"],
+                "properties": {
+                    "side": {"enum": list(SIDES)},
+                    "score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "image": {**_LANDMARKS, "description": "MediaPipe normalised x, y (0..1), relative z"},
+                    "world": {**_LANDMARKS, "description": "metres around the hand centre"},
+                }}},
+            "head": {"type": "object", "required": ["c2w"], "properties": {"c2w": {
+                "type": "array", "items": {"type": "number"}, "minItems": 16, "maxItems": 16,
+                "description": "row-major 4x4 camera-to-world (OpenCV camera: x right, y down, z forward)"}}},
+        },
+    },
+    "start": {
+        "type": "object", "required": ["type", "scene"],
+        "properties": {"type": {"enum": ["start", "scene"]},
+                       "scene": {"type": "string", "maxLength": SCENE_NAME_MAX,
+                                 "description": "built-in scene name (GET /scenes) or upload:<id>"},
+                       "token": {"type": "string", "description": "upload namespace returned by POST /upload"}},
+    },
+    "reset": {"type": "object", "required": ["type"], "properties": {"type": {"const": "reset"}}},
+    "stats": {
+        "type": "object",
+        "properties": {
+            "type": {"const": "stats"}, "mode": {"enum": ["preview", "generator"]}, "source": {"type": "string"},
+            "fps": {"type": "number"}, "latency_ms": {"type": "number", "description": "median, last 2 s"},
+            "latency_p95_ms": {"type": "number"}, "queue_depth": {"type": "integer"},
+            "messages_in": {"type": "integer"}, "messages_dropped": {"type": "integer"},
+            "hands_seen": {"type": "integer", "description": "hands messages with at least one hand"},
+            "frames_out": {"type": "integer"}, "frames_dropped": {"type": "integer"},
+            "control_pixels": {"type": "integer", "description": "non-black pixels of the last control render"},
+            "errors": {"type": "integer"}, "scene": {"type": "string"},
+        },
+    },
+    "error": {"type": "object", "required": ["type", "error", "detail"],
+              "properties": {"type": {"const": "error"}, "error": {"type": "string"}, "detail": {"type": "string"}}},
+}
+
+
+def _finite_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{what} must be a list of numbers with shape {list(shape)}")
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{what} must be numbers with shape {list(shape)}: {exc}") from None
+    if arr.shape != shape:
+        raise ProtocolError(f"{what} must have shape {list(shape)}, got {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ProtocolError(f"{what} must be finite numbers")
+    return arr
+
+
+def _parse_hand(entry: Any, i: int) -> TrackedHand:
+    if not isinstance(entry, dict):
+        raise ProtocolError(f"hands[{i}] must be an object")
+    side = entry.get("side")
+    if side not in SIDES:
+        raise ProtocolError(f"hands[{i}].side must be one of {list(SIDES)}, got {side!r}"[:200])
+    score = entry.get("score", 1.0)
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise ProtocolError(f"hands[{i}].score must be a number")
+    image = _finite_array(entry.get("image"), (21, 3), f"hands[{i}].image")
+    world = _finite_array(entry.get("world"), (21, 3), f"hands[{i}].world")
+    if np.abs(image[:, :2]).max() > 10 or np.abs(world).max() > 2:
+        raise ProtocolError(f"hands[{i}]: landmarks out of range (image x,y within [-10, 10], world within 2 m)")
+    return TrackedHand(side, min(max(float(score), 0.0), 1.0), image, world)
+
+
+def _parse_scene(data: dict, kind: str) -> SceneMessage:
+    scene = data.get("scene")
+    if not isinstance(scene, str) or not scene or len(scene) > SCENE_NAME_MAX:
+        raise ProtocolError(f"{kind}.scene must be a non-empty string of at most {SCENE_NAME_MAX} characters")
+    token = data.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) > 64):
+        raise ProtocolError(f"{kind}.token must be a string")
+    return SceneMessage(kind, scene, token)
+
+
+def parse_message(raw: str | bytes) -> Message:
+    """Validate one client message (JSON text). Raises ``ProtocolError`` with a clear detail."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", "too_large")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not valid JSON: {exc}", "bad_json") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("a message must be a JSON object with a 'type'")
+    kind = data.get("type")
+    if kind == "hands":
+        hands = data.get("hands")
+        if not isinstance(hands, list):
+            raise ProtocolError("hands.hands must be a list")
+        if len(hands) > MAX_HANDS:
+            raise ProtocolError(f"at most {MAX_HANDS} hands per message, got {len(hands)}")
+        t = data.get("t", 0.0)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ProtocolError("hands.t must be a finite number (milliseconds)")
+        c2w = None
+        head = data.get("head")
+        if head is not None:
+            if not isinstance(head, dict):
+                raise ProtocolError("hands.head must be an object with c2w")
+            c2w = _finite_array(head.get("c2w"), (16,), "head.c2w").reshape(4, 4)
+            if not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-4) or abs(np.linalg.det(c2w[:3, :3]) - 1) > 1e-2:
+                raise ProtocolError("head.c2w must be a rigid transform (rotation with det 1, last row 0 0 0 1)")
+        return HandsMessage(float(t) / 1000.0, [_parse_hand(h, i) for i, h in enumerate(hands)], c2w)
+    if kind in ("start", "scene"):
+        return _parse_scene(data, kind)
+    if kind == "reset":
+        return ResetMessage()
+    raise ProtocolError(f"unknown message type {kind!r}; expected one of hands, start, scene, reset"[:200],
+                        "unknown_type")
+
+
+def hands_message(hands: list[TrackedHand], t_ms: float, c2w: np.ndarray | None = None) -> dict[str, Any]:
+    """Build a wire ``hands`` message (for Python clients, tests and benchmarks)."""
+    msg: dict[str, Any] = {"type": "hands", "t": float(t_ms), "hands": [h.to_dict() for h in hands]}
+    if c2w is not None:
+        msg["head"] = {"c2w": np.asarray(c2w, dtype=np.float64).reshape(16).tolist()}
+    return msg

@@ -1,0 +1,299 @@
+"""One live session: validated messages in through a bounded queue, frames out through a latest-frame slot.
+
+Transports (WebRTC data channel / video track, WebSocket) never touch the model side: they
+``submit`` messages to the session's ``Inbox`` and read frames from its ``FrameSlot`` and events
+(errors, ``started``) from its ``outbox``. One worker task per session drains the inbox in order
+and runs the CPU work (smoothing -> fitting -> control render + Plücker rays -> frame source) in
+a worker thread, one step at a time.
+
+Design choices:
+- Bounded everywhere. The inbox holds at most ``inbox_size`` messages; when full, the oldest
+  ``hands`` message is dropped (a stale hand pose is worthless once a newer one is queued;
+  ``start``/``scene``/``reset`` are never dropped for a newer hand pose), and the worker skips a
+  queued hand pose when a newer one is queued right behind it, so latency stays about one step
+  when clients send faster than the session can compute. The frame slot keeps
+  only the newest frame: a frame that is replaced before a transport sends it is counted as
+  dropped (late). The outbox drops events when a client stops reading.
+- Timestamps: the pipeline needs monotonic time; a client ``t`` that goes backwards is nudged
+  forward by 1 ms. A missing head pose keeps the last one (identity at the start).
+- Latency = time from a ``hands`` message arriving at the server to the first frame
+  conditioned on it leaving the server; transports call ``mark_sent``.
+- A failing step (bad scene, fit error) is reported to the client as an ``error`` event; the
+  session keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hand2world.conditioning import ControlConfig, ControlPipeline
+from hand2world.server.protocol import HandsMessage, Message, ProtocolError, ResetMessage, SceneMessage
+from hand2world.server.scenes import DEFAULT_SCENE, SceneError, SceneStore
+from hand2world.server.sources import FrameSource, load_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings shared by all sessions of one server."""
+
+    height: int = 240
+    width: int = 320
+    fov_deg: float = 60.0
+    max_fps: float = 30.0  # video-track pacing ceiling
+    source: str = "preview"  # "preview" (conditioning preview) or "generator" (the video model, later)
+    weights: str | None = None
+    device: str = "cpu"
+    max_sessions: int = 4
+    inbox_size: int = 8
+    stats_interval: float = 0.5  # seconds between stats messages
+    control_preview_hz: float = 4.0  # control-render JPEGs per second on the data channel (0 = off)
+    kiosk: bool = False
+    ice_hosts: tuple[str, ...] | None = None  # limit ICE host candidates (e.g. ("127.0.0.1",))
+
+
+class Inbox:
+    """Bounded message queue; when full, the oldest ``hands`` message makes room."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[Message] = collections.deque()
+        self._event = asyncio.Event()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, msg: Message) -> None:
+        if len(self._items) >= self.maxsize:
+            victim = next((m for m in self._items if isinstance(m, HandsMessage)), None)
+            if victim is None and isinstance(msg, HandsMessage):
+                self.dropped += 1  # only control messages queued: drop the new hand pose instead
+                return
+            self._items.remove(victim if victim is not None else self._items[0])
+            self.dropped += 1
+        self._items.append(msg)
+        self._event.set()
+
+    async def get(self) -> Message:
+        """The next message; a ``hands`` message directly followed by a newer one is skipped (stale)."""
+        while not self._items:
+            self._event.clear()
+            await self._event.wait()
+        msg = self._items.popleft()
+        while isinstance(msg, HandsMessage) and self._items and isinstance(self._items[0], HandsMessage):
+            msg = self._items.popleft()
+            self.dropped += 1
+        return msg
+
+
+@dataclass
+class Frame:
+    """A produced frame: uint8 RGB [H, W, 3] plus the arrival time of the message it is conditioned on."""
+
+    rgb: np.ndarray
+    received: float
+    index: int
+    hands: int
+
+
+class FrameSlot:
+    """Latest-frame holder: ``put`` replaces, ``wait`` returns the next frame newer than the caller's."""
+
+    def __init__(self) -> None:
+        self._frame: Frame | None = None
+        self._cond = asyncio.Condition()
+        self._taken = True
+        self.dropped = 0
+
+    @property
+    def latest(self) -> Frame | None:
+        return self._frame
+
+    async def put(self, frame: Frame) -> None:
+        async with self._cond:
+            if not self._taken:
+                self.dropped += 1
+            self._frame, self._taken = frame, False
+            self._cond.notify_all()
+
+    async def wait(self, after: int, timeout: float) -> Frame | None:
+        """The newest frame with ``index > after``, or None after ``timeout`` seconds."""
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self._frame is not None and
+                                                           self._frame.index > after), timeout)
+            except TimeoutError:
+                return None
+            self._taken = True
+            return self._frame
+
+
+@dataclass
+class _Stats:
+    messages_in: int = 0
+    hands_seen: int = 0
+    frames_out: int = 0
+    errors: int = 0
+    control_pixels: int = 0
+    sent_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    all_latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
+
+
+class Session:
+    """A live stream: owns the conditioning pipeline and the frame source of one client.
+
+    Use ``await start()``, then ``submit(message)``; read frames with ``frames.wait(...)`` and
+    events from ``outbox``; ``await close()`` at the end.
+    """
+
+    def __init__(self, config: ServerConfig, scenes: SceneStore, token: str | None = None,
+                 source: FrameSource | None = None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.config = config
+        self.scenes = scenes
+        self.token = token
+        self.inbox = Inbox(config.inbox_size)
+        self.frames = FrameSlot()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
+        self.pipeline = ControlPipeline(ControlConfig(height=config.height, width=config.width,
+                                                      fov_deg=config.fov_deg))
+        self.source = source if source is not None else load_source(
+            config.source, config.height, config.width, config.fov_deg, config.weights, config.device)
+        self.scene_name: str | None = None
+        self.stats_ = _Stats()
+        self._last_t = -1.0
+        self._c2w = np.eye(4, dtype=np.float32)
+        self._control: np.ndarray | None = None
+        self._index = 0
+        self._task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []  # transport tasks tied to this session, cancelled on close
+        self.closed = False
+
+    # ---- lifecycle ----
+    async def start(self, scene: str = DEFAULT_SCENE, token: str | None = None) -> None:
+        """Load the scene (raises ``SceneError``), start the source and the worker."""
+        await self._set_scene(scene, token if token is not None else self.token)
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+        self.emit({"type": "started", "session": self.id, "scene": self.scene_name, "mode": self.source.mode,
+                   "source": self.source.name, "width": self.config.width, "height": self.config.height})
+
+    async def close(self) -> None:
+        self.closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in [self._task, *self.tasks] if t is not None and t is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing; errors were logged
+                pass
+
+    # ---- transport side ----
+    def submit(self, msg: Message) -> None:
+        """Queue a validated message (never blocks; may drop an older hand pose)."""
+        if isinstance(msg, HandsMessage):
+            msg.received = time.perf_counter()
+        self.stats_.messages_in += 1
+        self.inbox.put(msg)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue an event for the client (dropped when the client does not read)."""
+        try:
+            self.outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            pass
+
+    def report(self, err: ProtocolError | SceneError) -> None:
+        self.stats_.errors += 1
+        code = err.code if isinstance(err, ProtocolError) else "bad_scene"
+        self.emit({"type": "error", "error": code, "detail": str(err)})
+
+    def mark_sent(self, frame: Frame) -> None:
+        now = time.perf_counter()
+        s = self.stats_
+        s.frames_out += 1
+        s.sent_times.append(now)
+        ms = (now - frame.received) * 1000.0
+        s.latencies.append((now, ms))
+        s.all_latencies.append(ms)
+
+    def stats(self) -> dict[str, Any]:
+        s, now = self.stats_, time.perf_counter()
+        recent = [t for t in s.sent_times if now - t < 2.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0
+        lat = [ms for t, ms in s.latencies if now - t < 2.0]
+        return {"type": "stats", "session": self.id, "mode": self.source.mode, "source": self.source.name,
+                "scene": self.scene_name, "fps": round(fps, 2),
+                "latency_ms": round(float(np.median(lat)), 1) if lat else None,
+                "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
+                "queue_depth": len(self.inbox), "messages_in": s.messages_in,
+                "messages_dropped": self.inbox.dropped, "hands_seen": s.hands_seen, "frames_out": s.frames_out,
+                "frames_dropped": self.frames.dropped, "control_pixels": s.control_pixels, "errors": s.errors}
+
+    def control_jpeg(self, width: int = 160, quality: int = 70) -> bytes | None:
+        """The last control render as a small JPEG (for the client's control preview)."""
+        if self._control is None:
+            return None
+        h = max(2, round(self._control.shape[0] * width / self._control.shape[1]))
+        small = cv2.resize(self._control, (width, h), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return buf.tobytes() if ok else None
+
+    # ---- worker side ----
+    async def _set_scene(self, name: str, token: str | None) -> None:
+        scene = await asyncio.to_thread(self.scenes.load, name, token)
+        await asyncio.to_thread(self.source.start, scene, self.pipeline.K)
+        self.pipeline.reset()
+        self.scene_name = name
+        log.info("session %s: scene %s", self.id, name)
+
+    def _step(self, msg: HandsMessage) -> tuple[np.ndarray, np.ndarray]:
+        t = msg.t if msg.t > self._last_t else self._last_t + 1e-3
+        self._last_t = t
+        if msg.c2w is not None:
+            self._c2w = msg.c2w
+        cf = self.pipeline.process(msg.hands, t, self._c2w)
+        frames = self.source.step(cf.control[None], self._c2w[None].astype(np.float32))
+        return frames[0], cf.control
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self.inbox.get()
+            try:
+                if isinstance(msg, SceneMessage):
+                    await self._set_scene(msg.scene, msg.token if msg.token is not None else self.token)
+                    self.emit({"type": "started", "session": self.id, "scene": self.scene_name,
+                               "mode": self.source.mode, "source": self.source.name})
+                elif isinstance(msg, ResetMessage):
+                    self.pipeline.reset()
+                    self.source.reset()
+                    self._last_t, self._c2w = -1.0, np.eye(4, dtype=np.float32)
+                elif isinstance(msg, HandsMessage):
+                    rgb, control = await asyncio.to_thread(self._step, msg)
+                    self._control = control
+                    self.stats_.control_pixels = int(control.any(axis=2).sum())
+                    if msg.hands:
+                        self.stats_.hands_seen += 1
+                    self._index += 1
+                    await self.frames.put(Frame(rgb, msg.received, self._index, len(msg.hands)))
+            except SceneError as exc:
+                self.report(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad step must not end the session
+                log.exception("session %s: step failed", self.id)
+                self.stats_.errors += 1
+                self.emit({"type": "error", "error": "step_failed", "detail": f"{type(exc).__name__}: {exc}"})

@@ -1,0 +1,170 @@
+"""Frame sources: what turns conditioning (control render + camera) into the frames a session streams.
+
+``FrameSource`` has exactly the shape of the video model's ``StreamingGenerator`` (DESIGN.md):
+``start(scene_rgb, K=None)``, ``step(control [T,H,W,3] uint8, c2w [T,4,4]) -> frames [T,H,W,3]``,
+``reset()``. The server only ever talks to that protocol, so the generator plugs in unchanged
+once it exists (``load_source("generator", ...)``).
+
+``PreviewSource`` is the one real source shipped now, and it is honest about what it is: the
+*conditioning preview*, not generated video. It composites the session's real control render
+over the chosen scene photo, re-projects the photo by the head rotation (a pure-rotation
+homography ``K R K^-1`` relative to the first pose, so dragging the view pans the photo the way
+the Plücker rays say the camera turned), insets the Plücker-ray visualisation, and stamps
+"PREVIEW" on every frame. ``mode == "preview"`` is reported in stats, the HUD and the docs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+
+from hand2world.geometry import intrinsics_from_fov, plucker_rays, plucker_to_rgb
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """A streaming frame producer with the ``StreamingGenerator`` interface.
+
+    Attributes:
+        name: short identifier shown in stats.
+        mode: ``"preview"`` (conditioning preview) or ``"generator"`` (generated video).
+        height, width: output size; control renders passed to ``step`` must have this size.
+    """
+
+    name: str
+    mode: str
+    height: int
+    width: int
+
+    def start(self, scene_rgb: np.ndarray, K: np.ndarray | None = None) -> Any:
+        """Begin a stream on a scene photo (uint8 [H, W, 3], any size) with intrinsics K (3x3)."""
+
+    def step(self, control: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+        """control uint8 [T, H, W, 3], c2w float [T, 4, 4] -> frames uint8 [T, H, W, 3]."""
+
+    def reset(self) -> Any:
+        """Forget the stream's history (keeps the scene)."""
+
+
+def fit_cover(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize + centre-crop an image to exactly ``height x width`` (cover, aspect kept)."""
+    h, w = rgb.shape[:2]
+    s = max(height / h, width / w)
+    nh, nw = max(height, round(h * s)), max(width, round(w * s))
+    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    y0, x0 = (nh - height) // 2, (nw - width) // 2
+    return np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
+
+
+class PreviewSource:
+    """Conditioning preview: control render over the (rotation-warped) scene photo. Not generated video."""
+
+    name = "preview"
+    mode = "preview"
+
+    def __init__(self, height: int = 240, width: int = 320, fov_deg: float = 60.0, alpha: float = 0.85,
+                 inset: float = 0.25, label: bool = True) -> None:
+        self.height, self.width = height, width
+        self.alpha, self.inset, self.label = alpha, inset, label
+        self.K = np.asarray(intrinsics_from_fov(fov_deg, height, width), dtype=np.float64)
+        self._scene: np.ndarray | None = None
+        self._c2w0: np.ndarray | None = None
+
+    def start(self, scene_rgb: np.ndarray, K: np.ndarray | None = None) -> PreviewSource:
+        scene = np.asarray(scene_rgb)
+        if scene.dtype != np.uint8 or scene.ndim != 3 or scene.shape[2] != 3:
+            raise ValueError(f"scene must be uint8 [H, W, 3], got {scene.dtype} {scene.shape}")
+        if K is not None:
+            self.K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        self._scene = fit_cover(scene, self.height, self.width)
+        self.reset()
+        return self
+
+    def reset(self) -> PreviewSource:
+        self._c2w0 = None
+        return self
+
+    def _background(self, c2w: np.ndarray) -> np.ndarray:
+        assert self._scene is not None
+        if self._c2w0 is None:
+            self._c2w0 = c2w.copy()
+        R = (np.linalg.inv(self._c2w0) @ c2w)[:3, :3]
+        if np.allclose(R, np.eye(3), atol=1e-6):
+            return self._scene.copy()
+        H = self.K @ R @ np.linalg.inv(self.K)  # new-view pixel -> first-view pixel
+        return cv2.warpPerspective(self._scene, H, (self.width, self.height),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+
+    def _rays_inset(self, c2w: np.ndarray) -> np.ndarray:
+        assert self._c2w0 is not None
+        h, w = max(8, int(self.height * self.inset)), max(8, int(self.width * self.inset))
+        rel = np.linalg.inv(self._c2w0) @ c2w
+        K = self.K.copy()
+        K[:2] *= np.array([[w / self.width], [h / self.height]])
+        rays = plucker_rays(torch.from_numpy(K).float(), torch.from_numpy(rel).float(), h, w)
+        return plucker_to_rgb(rays)
+
+    def _draw_label(self, frame: np.ndarray) -> None:
+        """Stamp "PREVIEW" and "conditioning, not generated video" (scaled to fit the width)."""
+        lines, y = [], 4
+        for text, frac in (("PREVIEW", 0.3), ("conditioning, not generated video", 0.9)):
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
+            scale = frac * self.width / tw
+            y += int(th * scale) + 4
+            lines.append((text, y, scale, int(tw * scale)))
+        box = frame[:y + 5, :max(w for *_, w in lines) + 10]
+        box[:] = (box * 0.45).astype(np.uint8)  # darken behind the text so it reads on any photo
+        for text, y, scale, _ in lines:
+            cv2.putText(frame, text, (5, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+    def step(self, control: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+        if self._scene is None:
+            raise RuntimeError("call start(scene) before step()")
+        control = np.asarray(control)
+        c2w = np.asarray(c2w, dtype=np.float64)
+        if control.dtype != np.uint8 or control.ndim != 4 or control.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"control must be uint8 [T, {self.height}, {self.width}, 3], got {control.shape}")
+        if c2w.shape != (control.shape[0], 4, 4):
+            raise ValueError(f"c2w must be [T, 4, 4] with T={control.shape[0]}, got {c2w.shape}")
+        out = np.empty_like(control)
+        for i in range(control.shape[0]):
+            frame = self._background(c2w[i])
+            mask = control[i].any(axis=2)
+            if mask.any():
+                blend = self.alpha * control[i][mask] + (1 - self.alpha) * frame[mask]
+                frame[mask] = blend.astype(np.uint8)
+            if self.inset > 0:
+                inset = self._rays_inset(c2w[i])
+                ih, iw = inset.shape[:2]
+                frame[-ih - 4:-4, -iw - 4:-4] = inset
+            if self.label:
+                self._draw_label(frame)
+            out[i] = frame
+        return out
+
+
+def load_source(kind: str = "preview", height: int = 240, width: int = 320, fov_deg: float = 60.0,
+                weights: str | None = None, device: str = "cpu") -> FrameSource:
+    """Build the session's frame source.
+
+    ``"preview"``: ``PreviewSource``. ``"generator"``: ``hand2world.stream.StreamingGenerator``
+    from ``weights`` (fails with a clear message until that class exists).
+    """
+    if kind == "preview":
+        return PreviewSource(height, width, fov_deg)
+    if kind == "generator":
+        try:
+            from hand2world.stream import StreamingGenerator  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise RuntimeError("the streaming video generator is not available yet "
+                               "(hand2world.stream.StreamingGenerator); run with the preview source") from exc
+        gen = StreamingGenerator.from_pretrained(weights or "default", device=device)
+        gen.name, gen.mode = getattr(gen, "name", "generator"), "generator"
+        return gen
+    raise ValueError(f"unknown frame source {kind!r}; expected 'preview' or 'generator'")

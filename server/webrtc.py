@@ -1,0 +1,222 @@
+"""WebRTC transport (aiortc): SDP offer -> answer, a paced video track out, the ``hands`` data channel.
+
+Per peer connection: one ``Session``; the session's frames go out on ``SessionVideoTrack``; the
+data channel named ``hands`` carries client messages in (validated by ``protocol.parse_message``,
+errors sent back as ``{"type": "error"}``) and ``stats`` / events / control-render JPEGs out. A
+client that sends a video track instead of landmarks gets server-side tracking
+(``HandTracker`` in video mode on the newest received frame; older frames are skipped).
+
+Design choices:
+- Frame pacing in ``recv``: frames leave no faster than ``max_fps``; the track always sends the
+  newest frame (the slot drops older ones); with nothing new for ``idle_s`` it repeats the last
+  frame so the receiver's decoder and jitter buffer keep running.
+- ``RTCConfiguration(iceServers=[])``: no STUN/TURN request ever leaves the machine.
+  ``limit_ice_hosts`` restricts aioice's host-candidate discovery (it skips loopback by
+  default): ``("127.0.0.1",)`` for loopback tests and network namespaces with only ``lo``.
+  aioice has no option for it, so this swaps its module-level ``get_host_addresses`` for the
+  whole process (documented; the CLI's ``--ice-host`` sets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from hand2world.server.protocol import HandsMessage, ProtocolError, parse_message
+from hand2world.server.session import Session
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = 90000
+
+
+def limit_ice_hosts(hosts: tuple[str, ...] | None) -> None:
+    """Make aioice offer host candidates only on ``hosts`` (None restores its default discovery)."""
+    import aioice.ice
+
+    if not hasattr(aioice.ice, "_h2w_original_get_host_addresses"):
+        aioice.ice._h2w_original_get_host_addresses = aioice.ice.get_host_addresses
+    if hosts is None:
+        aioice.ice.get_host_addresses = aioice.ice._h2w_original_get_host_addresses
+        return
+    fixed = list(hosts)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+class SessionVideoTrack(MediaStreamTrack):
+    """Outgoing video of one session, paced to at most ``max_fps``; late frames are never sent."""
+
+    kind = "video"
+
+    def __init__(self, session: Session, max_fps: float = 30.0, idle_s: float = 0.5) -> None:
+        super().__init__()
+        self.session = session
+        self.interval = 1.0 / max_fps
+        self.idle_s = idle_s
+        self._t0 = time.perf_counter()
+        self._next = 0.0
+        self._last_index = 0
+        c = session.config
+        self._last_rgb = np.zeros((c.height, c.width, 3), np.uint8)
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.perf_counter()
+        if now < self._next:
+            await asyncio.sleep(self._next - now)
+        frame = await self.session.frames.wait(self._last_index, timeout=self.idle_s)
+        if frame is not None:
+            self._last_index, self._last_rgb = frame.index, frame.rgb
+            self.session.mark_sent(frame)
+        now = time.perf_counter()
+        self._next = now + self.interval
+        out = VideoFrame.from_ndarray(self._last_rgb, format="rgb24")
+        out.pts = int((now - self._t0) * VIDEO_CLOCK)
+        out.time_base = Fraction(1, VIDEO_CLOCK)
+        return out
+
+
+async def track_incoming_video(track: MediaStreamTrack, session: Session) -> None:
+    """Server-side tracking: newest received frame -> MediaPipe -> ``hands`` message into the session."""
+    from hand2world.tracking import HandTracker
+
+    latest: list[Any] = [None]
+    fresh = asyncio.Event()
+
+    async def reader() -> None:
+        while True:
+            latest[0] = await track.recv()  # older frames are simply overwritten (skipped)
+            fresh.set()
+
+    read_task = asyncio.create_task(reader())
+    tracker = await asyncio.to_thread(HandTracker, num_hands=2, mode="video")
+    t0 = time.perf_counter()
+    try:
+        while not session.closed:
+            await fresh.wait()
+            fresh.clear()
+            if read_task.done():
+                break
+            rgb = latest[0].to_ndarray(format="rgb24")
+            t = time.perf_counter() - t0
+            hands = await asyncio.to_thread(tracker.detect, rgb, None)
+            session.submit(HandsMessage(t=t, hands=hands, c2w=None))
+    except MediaStreamError:
+        pass
+    finally:
+        read_task.cancel()
+        await asyncio.to_thread(tracker.close)
+        log.info("session %s: incoming video ended", session.id)
+
+
+def _channel_send(channel: Any, data: str | bytes) -> bool:
+    if channel.readyState != "open":
+        return False
+    # bounded: skip when the SCTP send buffer is backed up (a client that stopped reading)
+    if channel.bufferedAmount > 1_000_000:
+        return False
+    channel.send(data)
+    return True
+
+
+async def _channel_loop(channel: Any, session: Session) -> None:
+    """Stats, events and control previews out on the data channel until the session closes."""
+    c = session.config
+    next_stats = next_control = 0.0
+    while not session.closed and channel.readyState in ("connecting", "open"):
+        try:
+            event = await asyncio.wait_for(session.outbox.get(), timeout=0.05)
+            _channel_send(channel, json.dumps(event))
+        except TimeoutError:
+            pass
+        now = time.perf_counter()
+        if now >= next_stats:
+            _channel_send(channel, json.dumps(session.stats()))
+            next_stats = now + c.stats_interval
+        if c.control_preview_hz > 0 and now >= next_control:
+            jpeg = session.control_jpeg()
+            if jpeg is not None:
+                _channel_send(channel, jpeg)
+            next_control = now + 1.0 / c.control_preview_hz
+
+
+def attach_channel(channel: Any, session: Session) -> None:
+    """Wire the ``hands`` data channel to the session."""
+
+    @channel.on("message")
+    def on_message(raw: str | bytes) -> None:
+        try:
+            session.submit(parse_message(raw))
+        except ProtocolError as exc:
+            session.report(exc)
+
+    task = asyncio.create_task(_channel_loop(channel, session))
+    session.tasks.append(task)
+
+
+async def answer_offer(session: Session, sdp: str, kind: str, on_close: Any) -> tuple[RTCPeerConnection, dict]:
+    """Create the peer connection for ``session`` and answer the client's offer.
+
+    Raises ``ValueError`` with a clear message for an unusable offer.
+    """
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    closed = asyncio.Event()
+
+    async def close() -> None:
+        if not closed.is_set():
+            closed.set()
+            await pc.close()
+            await on_close()
+
+    @pc.on("datachannel")
+    def on_datachannel(channel: Any) -> None:
+        if channel.label != "hands":
+            log.warning("session %s: ignoring data channel %r", session.id, channel.label)
+            return
+        attach_channel(channel, session)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            session.tasks.append(asyncio.create_task(track_incoming_video(track, session)))
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        log.info("session %s: connection %s", session.id, pc.connectionState)
+        if pc.connectionState in ("failed", "closed"):
+            await close()
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        if not any(t.kind == "video" for t in pc.getTransceivers()):
+            raise ValueError("the offer has no video m-line: add a video transceiver (recvonly or sendrecv)")
+        pc.addTrack(SessionVideoTrack(session, session.config.max_fps))
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+    except Exception as exc:
+        await pc.close()
+        raise ValueError(f"bad offer: {type(exc).__name__}: {exc}") from None
+
+    async def watchdog() -> None:  # a client that never completes ICE must not hold a session slot
+        await asyncio.sleep(30)
+        if pc.connectionState not in ("connected",):
+            log.info("session %s: not connected after 30 s, closing", session.id)
+            await close()
+
+    session.tasks.append(asyncio.create_task(watchdog()))
+    pc.h2w_close = close  # type: ignore[attr-defined]
+    return pc, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": session.id}

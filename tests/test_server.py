@@ -1,0 +1,203 @@
+"""Server parts without a network: wire-message validation, scenes and uploads, the preview source, the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from hand2world.server.protocol import (
+    MAX_MESSAGE_BYTES,
+    HandsMessage,
+    ProtocolError,
+    ResetMessage,
+    SceneMessage,
+    hands_message,
+    parse_message,
+)
+from hand2world.server.scenes import BUILTIN_SCENES, SceneError, SceneStore
+from hand2world.server.session import Inbox
+from hand2world.server.sources import FrameSource, PreviewSource, fit_cover
+from hand2world.tracking import TrackedHand
+
+
+def _hand(side: str = "right") -> TrackedHand:
+    rng = np.random.default_rng(0)
+    image = np.column_stack([rng.uniform(0.3, 0.7, 21), rng.uniform(0.3, 0.7, 21), rng.normal(0, 0.02, 21)])
+    return TrackedHand(side, 0.9, image, rng.normal(0, 0.04, (21, 3)))
+
+
+def _png(h: int = 64, w: int = 96) -> bytes:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (0, 0, 255)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+# ---- protocol ----
+def test_hands_message_round_trip():
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.1, -0.2, 0.3]
+    msg = parse_message(json.dumps(hands_message([_hand("left"), _hand("right")], 1500.0, c2w)))
+    assert isinstance(msg, HandsMessage)
+    assert msg.t == pytest.approx(1.5)
+    assert [h.side for h in msg.hands] == ["left", "right"]
+    np.testing.assert_allclose(msg.hands[0].image, _hand().image, atol=1e-5)
+    np.testing.assert_allclose(msg.c2w, c2w, atol=1e-6)
+    assert isinstance(parse_message('{"type": "reset"}'), ResetMessage)
+    scene = parse_message('{"type": "start", "scene": "coffee"}')
+    assert isinstance(scene, SceneMessage) and scene.scene == "coffee" and scene.token is None
+
+
+@pytest.mark.parametrize("raw, code, words", [
+    ("{not json", "bad_json", "not valid JSON"),
+    ("[1, 2]", "bad_message", "JSON object"),
+    ('{"type": "teleport"}', "unknown_type", "unknown message type"),
+    ('{"type": "hands", "hands": "many"}', "bad_message", "must be a list"),
+    ('{"type": "hands", "hands": [], "t": "soon"}', "bad_message", "hands.t"),
+    ('{"type": "hands", "hands": [{"side": "middle"}]}', "bad_message", "side must be one of"),
+    ('{"type": "start", "scene": 5}', "bad_message", "scene must be"),
+    ('{"type": "hands", "hands": [], "head": {"c2w": [1, 2, 3]}}', "bad_message", "shape [16]"),
+])
+def test_malformed_messages_get_clear_errors(raw, code, words):
+    with pytest.raises(ProtocolError) as err:
+        parse_message(raw)
+    assert err.value.code == code and words in str(err.value)
+    assert err.value.to_dict()["type"] == "error"
+
+
+def test_wrong_landmark_types_lengths_and_values():
+    good = hands_message([_hand()], 0.0)
+    cases = {
+        "20 landmarks": lambda m: m["hands"][0].__setitem__("image", m["hands"][0]["image"][:20]),
+        "strings": lambda m: m["hands"][0].__setitem__("world", [["a", "b", "c"]] * 21),
+        "2-vectors": lambda m: m["hands"][0].__setitem__("world", [[0.0, 0.0]] * 21),
+        "three hands": lambda m: m.__setitem__("hands", m["hands"] * 3),
+        "far away": lambda m: m["hands"][0].__setitem__("world", [[50.0, 0.0, 0.0]] * 21),
+        "bool score": lambda m: m["hands"][0].__setitem__("score", True),
+    }
+    for name, mutate in cases.items():
+        msg = json.loads(json.dumps(good))
+        mutate(msg)
+        with pytest.raises(ProtocolError):
+            parse_message(json.dumps(msg))
+            pytest.fail(name)
+    nan = json.dumps(good).replace(str(good["hands"][0]["world"][0][0]), "NaN", 1)
+    with pytest.raises(ProtocolError, match="finite"):
+        parse_message(nan)
+    skew = hands_message([], 0.0, np.diag([2.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(ProtocolError, match="rigid"):
+        parse_message(json.dumps(skew))
+
+
+def test_huge_message_rejected_before_parsing():
+    raw = '{"type": "hands", "hands": [], "pad": "' + "x" * (1 << 20) + '"}'
+    with pytest.raises(ProtocolError) as err:
+        parse_message(raw)
+    assert err.value.code == "too_large" and str(MAX_MESSAGE_BYTES) in str(err.value)
+
+
+# ---- scenes ----
+def test_builtin_scenes_are_real_photos():
+    store = SceneStore()
+    try:
+        for name in BUILTIN_SCENES:
+            img = store.load(name)
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.std() > 20
+        with pytest.raises(SceneError) as err:
+            store.load("../../etc/passwd")
+        assert err.value.status == 404
+    finally:
+        store.close()
+
+
+def test_uploads_are_checked_and_kept_per_token(tmp_path):
+    store = SceneStore(tmp_path / "uploads")
+    token, name, (h, w) = store.save_upload(_png(), None)
+    assert (h, w) == (64, 96) and name.startswith("upload:")
+    img = store.load(name, token)
+    assert img.shape == (64, 96, 3) and tuple(img[0, 0]) == (255, 0, 0)  # stored as RGB correctly
+    assert name in [s["name"] for s in store.list(token)]
+    other = store.new_token()
+    assert name not in [s["name"] for s in store.list(other)]
+    with pytest.raises(SceneError) as err:
+        store.load(name, other)
+    assert err.value.status == 404
+    with pytest.raises(SceneError) as err:
+        store.load(name, None)
+    assert err.value.status == 403
+    # everything written lies in the token's folder, under a server-made name
+    files = [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].parent.name == token and files[0].suffix == ".png"
+
+    for data, status in [(b"GIF89a" + b"\0" * 100, 415), (b"%PDF-1.4 hello", 415), (b"", 400),
+                         (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, 415), (b"\xff\xd8\xff" + b"\0" * (9 << 20), 413)]:
+        with pytest.raises(SceneError) as err:
+            store.save_upload(data, token)
+        assert err.value.status == status
+    with pytest.raises(SceneError, match="bad token"):
+        store.save_upload(_png(), "../../tmp")
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    # a tiny PNG whose header claims 20000 x 20000 pixels
+    big = np.zeros((20000, 20000), np.uint8)
+    data = cv2.imencode(".png", big, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    del big
+    assert len(data) < 2_000_000
+    store = SceneStore(tmp_path)
+    with pytest.raises(SceneError) as err:
+        store.save_upload(data, None)
+    assert err.value.status == 413 and "too large" in str(err.value)
+
+
+# ---- preview source ----
+def test_preview_source_composites_the_control_render():
+    src = PreviewSource(120, 160, inset=0.0, label=False)
+    assert isinstance(src, FrameSource) and src.mode == "preview"
+    scene = SceneStore().load("coffee")
+    src.start(scene)
+    control = np.zeros((2, 120, 160, 3), np.uint8)
+    control[1, 40:80, 60:100] = (255, 140, 30)
+    c2w = np.stack([np.eye(4)] * 2)
+    out = src.step(control, c2w)
+    assert out.shape == (2, 120, 160, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], fit_cover(scene, 120, 160))  # no hand: the scene as is
+    assert not np.array_equal(out[1, 40:80, 60:100], out[0, 40:80, 60:100])
+    np.testing.assert_array_equal(out[1, :40], out[0, :40])  # only hand pixels change
+    assert np.abs(out[1, 60, 80].astype(int) - (255, 140, 30)).max() < 60
+
+    yaw = np.eye(4)
+    yaw[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.2, 0.0]))[0]
+    turned = src.step(control[:1], yaw[None])[0]
+    assert np.abs(turned.astype(int) - out[0]).mean() > 10  # the view pans when the head turns
+    with pytest.raises(ValueError):
+        src.step(control[:, :100], c2w)
+    with pytest.raises(ValueError):
+        src.step(control, c2w[:1])
+
+
+def test_preview_frames_are_labelled():
+    src = PreviewSource(120, 160).start(np.full((50, 50, 3), 128, np.uint8))
+    out = src.step(np.zeros((1, 120, 160, 3), np.uint8), np.eye(4)[None])[0]
+    white = (out >= 250).all(axis=2)
+    assert white[:30].sum() > 40 and white[40:].sum() == 0  # white "PREVIEW" text at the top only
+
+
+# ---- inbox ----
+def test_inbox_bounded_and_keeps_control_messages():
+    async def run():
+        inbox = Inbox(8)
+        inbox.put(SceneMessage("scene", "chelsea", None))
+        for i in range(1000):
+            inbox.put(HandsMessage(float(i), [], None))
+        inbox.put(ResetMessage())
+        assert len(inbox) == 8 and inbox.dropped == 1000 - 6
+        first = await inbox.get()
+        assert isinstance(first, SceneMessage)
+        newest = await inbox.get()  # stale queued hand poses are skipped
+        assert isinstance(newest, HandsMessage) and newest.t == 999.0
+        assert isinstance(await inbox.get(), ResetMessage)
+    asyncio.run(run())
