@@ -57,3 +57,36 @@ def asset_path(name: str, must_exist: bool = True) -> Path:
             f"asset {name!r} not found at {path}. Run `make setup` (or `hand2world setup`) to build it."
         )
     return path
+
+
+def runs_dir() -> Path:
+    """Default parent of training runs: ``$HAND2WORLD_RUNS`` or ``outputs/runs``."""
+    return Path(os.environ.get("HAND2WORLD_RUNS", outputs_dir() / "runs"))
+
+
+def weights_dir() -> Path:
+    """Shipped checkpoints: ``$HAND2WORLD_WEIGHTS`` or the repository's ``weights/``."""
+    return Path(os.environ.get("HAND2WORLD_WEIGHTS", REPO_ROOT / "weights"))
+
+
+def checkpoint_path(name_or_path: str | os.PathLike, must_exist: bool = True) -> Path:
+    """Resolve a checkpoint: an existing folder/file, a shipped name under ``weights_dir()``, or a
+    run under ``runs_dir()``. A run folder resolves to its ``final/`` release, else its latest
+    checkpoint; a ``checkpoints/`` folder to the one ``latest`` names.
+    """
+    raw = Path(name_or_path).expanduser()
+    candidates = [raw] if raw.is_absolute() else [raw, weights_dir() / raw, runs_dir() / raw]
+    for path in candidates:
+        if not path.exists():
+            continue
+        if (path / "final" / "config.json").is_file():
+            return path / "final"
+        pointer = path / "checkpoints" / "latest" if (path / "checkpoints").is_dir() else path / "latest"
+        if not (path / "config.json").is_file() and pointer.is_file():
+            return pointer.parent / pointer.read_text().strip()
+        return path
+    if must_exist:
+        looked = ", ".join(map(str, candidates))
+        raise AssetMissingError(f"checkpoint {str(name_or_path)!r} not found (looked in {looked}); "
+                                "train one with `hand2world train ...` or give a path")
+    return candidates[-1]

@@ -1,1 +1,12 @@
-"""hand2world.diffusion."""
+"""hand2world.diffusion: rectified-flow noising, timesteps, loss and samplers."""
+
+from hand2world.diffusion.flow import (
+    add_noise,
+    euler_sample,
+    flow_loss,
+    sample_timesteps,
+    shift_timesteps,
+    timestep_schedule,
+)
+
+__all__ = ["add_noise", "euler_sample", "flow_loss", "sample_timesteps", "shift_timesteps", "timestep_schedule"]

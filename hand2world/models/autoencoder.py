@@ -120,16 +120,15 @@ class FrameAutoencoder(nn.Module):
         x = self.decode_frames(latents.transpose(1, 2).flatten(0, 1))
         return x.unflatten(0, (b, t)).transpose(1, 2)
 
-    def loss(self, frames: Tensor, latent_weight: float = 1e-4) -> tuple[Tensor, dict[str, float]]:
-        """Reconstruction loss on ``[N, 3, H, W]`` frames in [-1, 1]."""
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Training pass: ``[N, 3, H, W]`` -> (reconstruction ``[N, 3, H, W]``, raw latent ``[N, C, h, w]``)."""
         z = self.encoder(frames)
-        rec = self.decoder(z)
-        l1 = F.l1_loss(rec, frames)
-        mse = F.mse_loss(rec, frames)
-        reg = z.pow(2).mean()
-        loss = l1 + mse + latent_weight * reg
-        psnr = -10 * torch.log10(F.mse_loss(rec.clamp(-1, 1) / 2, frames / 2).clamp_min(1e-10))
-        return loss, {"l1": float(l1), "mse": float(mse), "psnr": float(psnr)}
+        return self.decoder(z), z
+
+    @staticmethod
+    def reconstruction_loss(frames: Tensor, rec: Tensor, z: Tensor, latent_weight: float = 1e-4) -> Tensor:
+        """L1 + MSE reconstruction plus a small latent L2 penalty (keeps the latent scale bounded)."""
+        return F.l1_loss(rec, frames) + F.mse_loss(rec, frames) + latent_weight * z.pow(2).mean()
 
 
 def build_autoencoder(config: AutoencoderConfig) -> nn.Module:

@@ -1,0 +1,149 @@
+"""Teacher (and block-causal) training task: rectified flow on autoencoder latents of clips.
+
+Design choices:
+- The autoencoder is frozen and loaded from its release folder (``final/``); its weights and
+  config are copied into every teacher checkpoint, so a teacher checkpoint is self-contained
+  (``generate`` and distillation need nothing else).
+- With a per-frame autoencoder, whole-clip latents of video and control are encoded once per
+  clip and cached (in memory): training then crops windows in latent space and the CPU spends
+  its time on the DiT. Temporal autoencoders (Wan) encode each window on the fly.
+- One sample = a window of ``data.frames`` frames: noisy video latents, control latents,
+  the window's first frame as the scene (``scene_channels``), Plücker rays relative to the
+  window's first camera; hands and camera dropped independently for guidance.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from hand2world.diffusion import flow_loss, sample_timesteps
+from hand2world.models import (
+    AUTOENCODER_PRESETS,
+    Conditioning,
+    DiT,
+    build_autoencoder,
+    drop_conditions,
+    load_config,
+    rays_to_latent_frames,
+    scene_channels,
+)
+from hand2world.train.config import TeacherRunConfig
+from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, step_generator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TeacherTask", "load_autoencoder", "open_dataset"]
+
+
+def open_dataset(data: Any) -> Any:
+    """The configured clip dataset: ``ClipDataset(root)`` or procedural clips."""
+    if data.root:
+        from hand2world.data import ClipDataset
+        from hand2world.paths import checkpoint_path
+
+        root = checkpoint_path(data.root) if not Path(data.root).exists() else Path(data.root)
+        return ClipDataset(root, keys=("video", "control", "K", "c2w"), split=data.split)
+    return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
+
+
+def load_autoencoder(spec: str, device: torch.device | str = "cpu") -> nn.Module:
+    """A frozen autoencoder: ``preset:NAME`` (untrained, tests) or a folder with ``config.json`` +
+    ``model.safetensors`` (an autoencoder release, or a teacher checkpoint's ``autoencoder.*``)."""
+    if spec.startswith("preset:"):
+        torch.manual_seed(0)
+        ae = build_autoencoder(AUTOENCODER_PRESETS[spec.split(":", 1)[1]])
+    else:
+        from hand2world.paths import checkpoint_path
+
+        folder = checkpoint_path(spec)
+        if (folder / "autoencoder.json").is_file():  # a teacher checkpoint carries its autoencoder
+            cfg, weights = load_config(folder / "autoencoder.json"), folder / "autoencoder.safetensors"
+        else:
+            cfg, weights = load_config(folder / "config.json"), folder / "model.safetensors"
+        ae = build_autoencoder(cfg)
+        if cfg.kind == "conv":
+            ae.load_state_dict(load_file(str(weights)))
+    return ae.to(device).eval().requires_grad_(False)
+
+
+class TeacherTask:
+    """Rectified-flow training of the DiT on clip windows.
+
+    Args:
+        cfg: validated run config.
+        dataset: a ClipDataset-like object (default: from ``cfg.data``).
+        device: where the batches go.
+    """
+
+    def __init__(self, cfg: TeacherRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:
+        self.cfg, self.device = cfg, torch.device(device)
+        self.ae = load_autoencoder(cfg.autoencoder, self.device)
+        factor = self.ae.spatial_factor
+        temporal = getattr(self.ae, "temporal_factor", 1)
+        self.config = cfg.dit_config(self.ae.latent_channels, factor, temporal)
+        if cfg.data.size % (factor * self.config.patch_size[1]):
+            raise ValueError(f"data.size {cfg.data.size} must be a multiple of {factor * self.config.patch_size[1]}")
+        torch.manual_seed(cfg.optim.seed)  # identical initial weights on every rank
+        self.model = DiT(self.config)
+        self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data), cfg.data.size,
+                                 cfg.data.frames)
+        self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("DiT %s: %.2fM parameters, %d clips", cfg.model.preset, n_params / 1e6, len(self.source))
+
+    def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
+        ae_cfg = getattr(self.ae, "config", None)
+        if ae_cfg is None or getattr(ae_cfg, "kind", "wan") != "conv":
+            return {}
+        return {"autoencoder": ({k: v for k, v in self.ae.state_dict().items()}, ae_cfg)}
+
+    @torch.no_grad()
+    def _clip_latents(self, i: int) -> tuple[Tensor, Tensor]:
+        """Whole-clip (video, control) latents ``[C, T, h, w]`` of a per-frame autoencoder (cached)."""
+        if i not in self._latents:
+            c = self.source.clip(i)
+            out = []
+            for key in ("video", "control"):
+                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
+                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
+            self._latents[i] = (out[0].cpu(), out[1].cpu())
+        return self._latents[i]
+
+    @torch.no_grad()
+    def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
+        """Clean latents ``[B, C, T, h, w]`` and conditions of one micro-batch (deterministic)."""
+        o, d = self.cfg.optim, self.cfg.data
+        g = step_generator(o.seed, step, micro, rank)
+        idx = batch_indices(len(self.source), o.batch_size, o.seed, step, micro, rank, world, o.grad_accum)
+        lat, ctl, rays = [], [], []
+        for i in idx:
+            start = int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g))
+            w = self.source.window(i, start)
+            if getattr(self.ae, "temporal_factor", 1) == 1:
+                v_lat, c_lat = self._clip_latents(i)
+                lat.append(v_lat[:, start:start + d.frames])
+                ctl.append(c_lat[:, start:start + d.frames])
+            else:
+                both = self.ae.encode(torch.stack([w["video"], w["control"]]).to(self.device)).cpu()
+                lat.append(both[0])
+                ctl.append(both[1])
+            rays.append(rays_to_latent_frames(w["rays"][None], self.config.vae_temporal_factor)[0])
+        x0 = torch.stack(lat).to(self.device)
+        cond = Conditioning(control=torch.stack(ctl).to(self.device),
+                            scene=scene_channels(x0[:, :, 0], x0.shape[2]),
+                            rays=torch.stack(rays).to(self.device))
+        cond = drop_conditions(cond, self.cfg.p_drop_hands, self.cfg.p_drop_camera, generator=g)
+        return x0, cond, g
+
+    def loss(self, model: Any, step: int, micro: int, rank: int, world: int) -> Tensor:
+        x0, cond, g = self.batch(step, micro, rank, world)
+        c = self.cfg
+        t = sample_timesteps(x0.shape[0], c.t_shift, c.t_mean, c.t_std, generator=g, device=x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        return flow_loss(model, x0, cond, t, noise, causal=c.causal)

@@ -1,0 +1,145 @@
+"""Training on tiny CPU configs: overfitting, exact resume, run configs, autoencoder, sampling, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hand2world.diffusion import euler_sample, flow_loss
+from hand2world.models import DiT, load_config
+from hand2world.train import (
+    AutoencoderRunConfig,
+    TeacherRunConfig,
+    load_run_config,
+    train_autoencoder,
+    train_teacher,
+)
+from hand2world.train.config import from_dict
+from hand2world.train.data import ProceduralClips
+from hand2world.train.teacher import TeacherTask
+
+MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
+MICRO_AE = {"latent_channels": 4, "channels": [8, 16], "blocks_per_level": 1}
+
+
+def _teacher_cfg(out_dir: Path, **optim) -> dict:
+    return {"model": {"preset": "tiny", "overrides": MICRO_DIT}, "autoencoder": "preset:tiny",
+            "data": {"procedural_clips": 8, "frames": 4, "size": 32},
+            "optim": {"steps": 200, "batch_size": 4, "lr": 2e-3, "warmup": 10, "ema_decay": 0.99, "ckpt_every": 1000,
+                      "log_every": 1000, **optim},
+            "p_drop_hands": 0.0, "p_drop_camera": 0.0, "out_dir": str(out_dir)}
+
+
+@torch.no_grad()
+def _fixed_loss(task: TeacherTask, model: DiT, n: int = 4) -> float:
+    """Flow loss on fixed batches, noise and timesteps (independent of training randomness)."""
+    total = 0.0
+    for k in range(n):
+        x0, cond, _ = task.batch(10**6 + k, 0, 0, 1)
+        g = torch.Generator().manual_seed(k)
+        t = torch.rand(x0.shape[0], generator=g) * 0.9 + 0.05
+        total += float(flow_loss(model.eval(), x0, cond, t, torch.randn(x0.shape, generator=g)))
+    return total / n
+
+
+def test_overfit_8_clips_halves_the_loss(tmp_path):
+    cfg = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "run"))
+    clips = ProceduralClips(n=8, frames=4, size=32)
+    ref = TeacherTask(cfg, dataset=clips)
+    before = _fixed_loss(ref, ref.model)
+    out = train_teacher(cfg, dataset=clips)
+    assert out["final"] is not None and len(out["losses"]) == 200
+    model = DiT(load_config(out["final"] / "config.json"))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(out["final"] / "model.safetensors")))
+    after = _fixed_loss(ref, model)
+    assert after <= 0.5 * before, (before, after)
+    assert (tmp_path / "run" / "loss.png").is_file()
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 200 and json.loads(rows[-1])["step"] == 200
+
+
+def test_resume_reproduces_next_losses_exactly(tmp_path):
+    clips = ProceduralClips(n=8, frames=4, size=32)
+    straight = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "a", steps=6, grad_accum=2))
+    full = train_teacher(straight, dataset=clips)["losses"]
+    split = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "b", steps=6, grad_accum=2))
+    first = train_teacher(split, dataset=clips, max_steps=3)
+    assert first["final"] is None and (tmp_path / "b" / "checkpoints" / "latest").is_file()
+    second = train_teacher(split, dataset=clips)
+    assert second["start_step"] == 3
+    assert [loss for _, loss in full[3:]] == [loss for _, loss in second["losses"]]
+    ckpt = tmp_path / "b" / "checkpoints" / "step_0000006"
+    assert {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "config.json", "train_state.json",
+            "autoencoder.safetensors", "autoencoder.json"} <= {p.name for p in ckpt.iterdir()}
+
+
+def test_run_config_yaml_validation(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"steps": 5, "lr": 1}, "data": {"size": 64}}))
+    cfg = load_run_config(path, TeacherRunConfig, ["optim.batch_size=2", "causal=true"])
+    assert cfg.optim.steps == 5 and cfg.optim.lr == 1.0 and cfg.optim.batch_size == 2 and cfg.causal
+    path.write_text(yaml.safe_dump({"optim": {"stepz": 5}}))
+    with pytest.raises(ValueError, match="stepz"):
+        load_run_config(path, TeacherRunConfig)
+    with pytest.raises(ValueError, match="optim.steps"):
+        load_run_config(None, TeacherRunConfig, ["optim.steps=many"])
+    for name in ("teacher_tiny.yaml", "autoencoder_tiny.yaml"):
+        cls = TeacherRunConfig if name.startswith("teacher") else AutoencoderRunConfig
+        load_run_config(Path(__file__).parent.parent / "configs" / name, cls)
+
+
+def test_autoencoder_training_then_teacher_on_its_latents(tmp_path):
+    clips = ProceduralClips(n=4, frames=4, size=32)
+    ae_cfg = from_dict(AutoencoderRunConfig, {
+        "model": {"preset": "tiny", "overrides": MICRO_AE}, "data": {"size": 32},
+        "optim": {"steps": 30, "batch_size": 8, "lr": 2e-3, "warmup": 1, "ckpt_every": 1000}, "stats_frames": 16,
+        "out_dir": str(tmp_path / "ae")})
+    out = train_autoencoder(ae_cfg, dataset=clips)
+    assert out["losses"][-1][1] < out["losses"][0][1]
+    released = load_config(out["final"] / "config.json")
+    assert len(released.latent_std) == 4 and out["psnr_db"] > 10
+    cfg = from_dict(TeacherRunConfig, {**_teacher_cfg(tmp_path / "t", steps=3), "autoencoder": str(out["final"])})
+    res = train_teacher(cfg, dataset=clips)
+    assert load_config(res["final"] / "autoencoder.json") == released
+
+
+def test_euler_sampling_with_guidance():
+    cfg = from_dict(TeacherRunConfig, _teacher_cfg(Path("unused")))
+    task = TeacherTask(cfg, dataset=ProceduralClips(n=2, frames=4, size=32))
+    x0, cond, _ = task.batch(0, 0, 0, 1)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    a = euler_sample(task.model.eval(), noise, cond, steps=3)
+    b = euler_sample(task.model, noise, cond, steps=3, guidance_hands=2.0, guidance_camera=1.5)
+    assert a.shape == x0.shape and torch.isfinite(b).all()
+    assert torch.equal(a, euler_sample(task.model, noise, cond, steps=3))
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_two_processes_cpu(tmp_path, parallel):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside the interpreter")
+    cfg = _teacher_cfg(tmp_path / "run", steps=5, batch_size=2, parallel=parallel, threads=1)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+                           "-m", "hand2world.cli", "train", "teacher", "--config", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary["steps"] == 5 and summary["final"]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
