@@ -39,7 +39,12 @@ from hand2world.server.ws import serve_websocket
 log = logging.getLogger(__name__)
 
 MAX_SDP_BYTES = 100_000
-CLIENT_FILES = {"": "index.html", "app.js": "app.js", "style.css": "style.css", "hud.js": "hud.js"}
+CLIENT_FILES = {"": "index.html", "app.js": "app.js", "style.css": "style.css"}
+# The page may load and connect to this server only (MediaPipe's bundle carries a telemetry logger
+# that would POST to an outside host: connect-src 'self' makes the browser refuse it).
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; img-src 'self' blob: data:; "
+       "media-src 'self' blob: mediastream:; style-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+       "base-uri 'none'; frame-ancestors 'none'")
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -102,7 +107,7 @@ def create_app(config: ServerConfig | None = None, upload_root: str | Path | Non
 
     def client_file(name: str):
         async def handler() -> FileResponse:
-            return FileResponse(client / name, headers={"Cache-Control": "no-cache"})
+            return FileResponse(client / name, headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
         return handler
 
     for route, name in CLIENT_FILES.items():

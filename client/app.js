@@ -1,0 +1,319 @@
+// hand2world live client.
+//
+// Design choices:
+// - Hand tracking runs in this page (MediaPipe Tasks vision, CPU delegate, VIDEO mode) with the
+//   model bundle and wasm served by our own server: the page requests nothing elsewhere.
+// - Only landmarks and the head pose leave the page (one `hands` message per tracked frame on the
+//   data channel "hands", unordered and without retransmits: a late hand pose is worthless).
+// - Landmarks are sent for the raw (unmirrored) camera frame; the preview is mirrored by CSS only.
+// - The head pose is a camera-to-world matrix in the OpenCV convention (x right, y down, z forward),
+//   sent row-major; mouse drag turns it, keys move it, R / "Reset view" resets it.
+// - `window.h2w` exposes the live state (stats, counters) for people debugging and for tests.
+
+import { FilesetResolver, HandLandmarker } from "/vendor/tasks-vision/vision_bundle.mjs";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  config: null, landmarker: null, stream: null, pc: null, dc: null, running: false,
+  token: localStorage.getItem("h2w-token"), stats: null, started: null, errors: [],
+  framesTracked: 0, handsDetected: 0, messagesSent: 0, controlImages: 0, trackMs: 0,
+  head: { yaw: 0, pitch: 0, t: [0, 0, 0] }, lastVideoTime: -1, recorder: null,
+};
+window.h2w = state;
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+  if (isError) state.errors.push(text);
+}
+
+// ---------- config, scenes, upload ----------
+async function loadConfig() {
+  state.config = await (await fetch("/config")).json();
+  const badge = $("mode-badge");
+  if (state.config.mode === "preview") {
+    badge.textContent = "PREVIEW: conditioning render over the scene photo, not generated video";
+    badge.className = "badge preview";
+  } else {
+    badge.textContent = "generated video";
+    badge.className = "badge generator";
+  }
+  const kiosk = state.config.kiosk || new URLSearchParams(location.search).has("kiosk");
+  document.body.classList.toggle("kiosk", kiosk);
+  return kiosk;
+}
+
+async function loadScenes(select) {
+  const q = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+  const data = await (await fetch(`/scenes${q}`)).json();
+  const sel = $("scene");
+  const keep = select || sel.value || data.default;
+  sel.replaceChildren(...data.scenes.map((s) => {
+    const o = document.createElement("option");
+    o.value = s.name;
+    o.textContent = s.kind === "upload" ? `uploaded ${s.name.slice(7, 13)}` : s.name;
+    return o;
+  }));
+  sel.value = keep;
+}
+
+function sendScene() {
+  send({ type: "scene", scene: $("scene").value, ...(state.token ? { token: state.token } : {}) });
+}
+
+async function upload(file) {
+  if (!file) return;
+  if (file.size > state.config.max_upload_bytes) {
+    status(`photo too large (${file.size} bytes; limit ${state.config.max_upload_bytes})`, true);
+    return;
+  }
+  const q = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+  const r = await fetch(`/upload${q}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+  const data = await r.json();
+  if (!r.ok) { status(`upload refused: ${data.detail}`, true); return; }
+  state.token = data.token;
+  localStorage.setItem("h2w-token", data.token);
+  await loadScenes(data.scene);
+  status(`uploaded ${data.width}x${data.height}`);
+  if (state.running) sendScene();
+}
+
+// ---------- head / camera control ----------
+function c2w() {
+  const { yaw, pitch, t } = state.head;
+  const cy = Math.cos(yaw), sy = Math.sin(yaw), cp = Math.cos(pitch), sp = Math.sin(pitch);
+  // R = Ry(yaw) * Rx(pitch); OpenCV camera: yaw > 0 looks right, pitch > 0 looks up (y is down)
+  const R = [[cy, sy * sp, sy * cp], [0, cp, -sp], [-sy, cy * sp, cy * cp]];
+  return [R[0][0], R[0][1], R[0][2], t[0], R[1][0], R[1][1], R[1][2], t[1], R[2][0], R[2][1], R[2][2], t[2], 0, 0, 0, 1];
+}
+
+function move(local) {  // move in the camera's own frame
+  const m = c2w();
+  for (let i = 0; i < 3; i++) state.head.t[i] += m[i * 4] * local[0] + m[i * 4 + 1] * local[1] + m[i * 4 + 2] * local[2];
+}
+
+function resetView() {
+  state.head = { yaw: 0, pitch: 0, t: [0, 0, 0] };
+  send({ type: "reset" });
+}
+
+function setupHeadControls() {
+  const wrap = $("output-wrap");
+  let drag = null;
+  wrap.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY }; wrap.setPointerCapture(e.pointerId); wrap.focus(); });
+  wrap.addEventListener("pointerup", () => { drag = null; });
+  wrap.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    state.head.yaw += (e.clientX - drag.x) * 0.004;
+    state.head.pitch = Math.max(-1.2, Math.min(1.2, state.head.pitch - (e.clientY - drag.y) * 0.004));
+    drag = { x: e.clientX, y: e.clientY };
+  });
+  window.addEventListener("keydown", (e) => {
+    if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+    const step = 0.02, turn = 0.03;
+    const k = e.key.toLowerCase();
+    const moves = { w: [0, 0, step], s: [0, 0, -step], a: [-step, 0, 0], d: [step, 0, 0], q: [0, -step, 0], e: [0, step, 0] };
+    if (moves[k]) move(moves[k]);
+    else if (e.key === "ArrowLeft") state.head.yaw -= turn;
+    else if (e.key === "ArrowRight") state.head.yaw += turn;
+    else if (e.key === "ArrowUp") state.head.pitch = Math.min(1.2, state.head.pitch + turn);
+    else if (e.key === "ArrowDown") state.head.pitch = Math.max(-1.2, state.head.pitch - turn);
+    else if (k === "r") resetView();
+    else return;
+    e.preventDefault();
+  });
+}
+
+// ---------- tracking ----------
+async function createLandmarker() {
+  const fileset = await FilesetResolver.forVisionTasks("/vendor/tasks-vision/wasm");
+  return HandLandmarker.createFromOptions(fileset, {
+    baseOptions: { modelAssetPath: "/models/hand_landmarker.task", delegate: "CPU" },
+    runningMode: "VIDEO", numHands: 2,
+    minHandDetectionConfidence: 0.5, minHandPresenceConfidence: 0.5, minTrackingConfidence: 0.5,
+  });
+}
+
+const r5 = (v) => Math.round(v * 1e5) / 1e5;
+const BONES = [[0, 1], [1, 2], [2, 3], [3, 4], [0, 5], [5, 6], [6, 7], [7, 8], [5, 9], [9, 10], [10, 11], [11, 12],
+  [9, 13], [13, 14], [14, 15], [15, 16], [13, 17], [0, 17], [17, 18], [18, 19], [19, 20]];
+
+function drawOverlay(result) {
+  const cv = $("overlay"), video = $("webcam");
+  cv.width = video.videoWidth; cv.height = video.videoHeight;
+  const g = cv.getContext("2d");
+  g.clearRect(0, 0, cv.width, cv.height);
+  result.landmarks.forEach((lm, i) => {
+    const side = result.handedness[i]?.[0]?.categoryName?.toLowerCase();
+    g.strokeStyle = g.fillStyle = side === "left" ? "rgb(60,140,255)" : "rgb(255,140,30)";
+    g.lineWidth = 3;
+    for (const [a, b] of BONES) {
+      g.beginPath(); g.moveTo(lm[a].x * cv.width, lm[a].y * cv.height); g.lineTo(lm[b].x * cv.width, lm[b].y * cv.height); g.stroke();
+    }
+    for (const p of lm) { g.beginPath(); g.arc(p.x * cv.width, p.y * cv.height, 3, 0, 2 * Math.PI); g.fill(); }
+  });
+}
+
+function track() {
+  if (!state.running) return;
+  const video = $("webcam");
+  if (video.readyState >= 2 && video.currentTime !== state.lastVideoTime && state.landmarker) {
+    state.lastVideoTime = video.currentTime;
+    const t0 = performance.now();
+    const result = state.landmarker.detectForVideo(video, t0);
+    state.trackMs = 0.9 * state.trackMs + 0.1 * (performance.now() - t0);
+    state.framesTracked += 1;
+    const hands = result.landmarks.map((lm, i) => ({
+      side: (result.handedness[i]?.[0]?.categoryName || "Right").toLowerCase(),
+      score: r5(result.handedness[i]?.[0]?.score ?? 1),
+      image: lm.map((p) => [r5(p.x), r5(p.y), r5(p.z)]),
+      world: result.worldLandmarks[i].map((p) => [r5(p.x), r5(p.y), r5(p.z)]),
+    }));
+    if (hands.length) state.handsDetected += 1;
+    drawOverlay(result);
+    if (send({ type: "hands", t: t0, hands, head: { c2w: c2w() } })) state.messagesSent += 1;
+  }
+  requestAnimationFrame(track);
+}
+
+// ---------- connection ----------
+function send(msg) {
+  if (!state.dc || state.dc.readyState !== "open") return false;
+  state.dc.send(JSON.stringify(msg));
+  return true;
+}
+
+function onChannelMessage(e) {
+  if (typeof e.data !== "string") {  // control-render preview (JPEG)
+    const url = URL.createObjectURL(new Blob([e.data], { type: "image/jpeg" }));
+    const img = $("control");
+    const old = img.src;
+    img.src = url;
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    state.controlImages += 1;
+    return;
+  }
+  const msg = JSON.parse(e.data);
+  if (msg.type === "stats") { state.stats = msg; renderHud(); }
+  else if (msg.type === "error") status(`server: ${msg.error}: ${msg.detail}`, true);
+  else if (msg.type === "started") { state.started = msg; status(`streaming (${msg.mode}) on scene ${msg.scene}`); }
+}
+
+function renderHud() {
+  const s = state.stats || {};
+  const f = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  $("hud").textContent = [
+    `${(s.mode || "").toUpperCase()}${s.mode === "preview" ? " (not generated)" : ""}`,
+    `fps        ${f(s.fps)}`,
+    `latency    ${f(s.latency_ms, 0)} ms (p95 ${f(s.latency_p95_ms, 0)})`,
+    `queue      ${s.queue_depth ?? "–"}  dropped ${s.messages_dropped ?? "–"}`,
+    `frames     ${s.frames_out ?? "–"}  late ${s.frames_dropped ?? "–"}`,
+    `hands      ${s.hands_seen ?? "–"}  tracking ${f(state.trackMs, 0)} ms`,
+  ].join("\n");
+}
+
+async function waitIce(pc) {
+  if (pc.iceGatheringState === "complete") return;
+  await new Promise((resolve) => {
+    const check = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 3000);  // go with what was gathered
+  });
+}
+
+async function start() {
+  $("start").disabled = true;
+  try {
+    status("opening the webcam…");
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    const video = $("webcam");
+    video.srcObject = state.stream;
+    await video.play();
+    if (!state.landmarker) { status("loading the hand tracker…"); state.landmarker = await createLandmarker(); }
+    status("connecting…");
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    state.pc = pc;
+    const dc = pc.createDataChannel("hands", { ordered: false, maxRetransmits: 0 });
+    dc.binaryType = "arraybuffer";
+    dc.onmessage = onChannelMessage;
+    dc.onopen = () => status("connected");
+    state.dc = dc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (e) => {
+      $("output").srcObject = e.streams[0] || new MediaStream([e.track]);
+      $("output").play().catch(() => {});
+      $("record").disabled = false;
+    };
+    pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(pc.connectionState) && state.running) { status(`connection ${pc.connectionState}`, true); stop(); }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitIce(pc);
+    const body = { sdp: pc.localDescription.sdp, type: "offer", scene: $("scene").value };
+    if (state.token) body.token = state.token;
+    const r = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const answer = await r.json();
+    if (!r.ok) throw new Error(`${answer.error}: ${answer.detail}`);
+    await pc.setRemoteDescription(answer);
+    state.running = true;
+    $("stop").disabled = false;
+    requestAnimationFrame(track);
+  } catch (err) {
+    status(`could not start: ${err.message || err}`, true);
+    stop();
+  }
+}
+
+function stop() {
+  state.running = false;
+  if (state.recorder && state.recorder.state !== "inactive") state.recorder.stop();
+  if (state.pc) state.pc.close();
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.pc = state.dc = state.stream = null;
+  $("start").disabled = false;
+  $("stop").disabled = true;
+  $("record").disabled = true;
+}
+
+// ---------- recording ----------
+function toggleRecord() {
+  const btn = $("record");
+  if (state.recorder && state.recorder.state === "recording") { state.recorder.stop(); return; }
+  const types = ["video/mp4;codecs=avc1", "video/mp4", "video/webm;codecs=vp8", "video/webm"];
+  const mimeType = types.find((t) => MediaRecorder.isTypeSupported(t)) || "";
+  const chunks = [];
+  const rec = new MediaRecorder($("output").srcObject, mimeType ? { mimeType } : {});
+  rec.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  rec.onstop = () => {
+    const blob = new Blob(chunks, { type: rec.mimeType });
+    const a = $("download");
+    a.href = URL.createObjectURL(blob);
+    a.download = `hand2world-${Date.now()}.${rec.mimeType.includes("mp4") ? "mp4" : "webm"}`;
+    a.hidden = false;
+    state.recording = { bytes: blob.size, type: rec.mimeType };
+    btn.textContent = "Record";
+    btn.classList.remove("recording");
+  };
+  rec.start(500);
+  state.recorder = rec;
+  btn.textContent = "Stop recording";
+  btn.classList.add("recording");
+}
+
+// ---------- boot ----------
+async function boot() {
+  const kiosk = await loadConfig();
+  await loadScenes();
+  setupHeadControls();
+  renderHud();
+  $("start").onclick = start;
+  $("stop").onclick = stop;
+  $("reset-view").onclick = resetView;
+  $("record").onclick = toggleRecord;
+  $("scene").onchange = () => { if (state.running) sendScene(); };
+  $("upload").onchange = (e) => upload(e.target.files[0]);
+  state.ready = true;
+  if (kiosk) start();
+}
+
+boot().catch((err) => status(`failed to load: ${err.message || err}`, true));
