@@ -43,8 +43,9 @@ class AutoencoderTask:
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
         return {}
 
-    def frames(self, step: int, micro: int, rank: int, world: int) -> Tensor:
-        """``[N, 3, S, S]`` frames in [-1, 1]."""
+    def frames(self, step: int, micro: int, rank: int, world: int, crop: int | None = None) -> Tensor:
+        """``[N, 3, S, S]`` frames in [-1, 1] (``[N, 3, crop, crop]`` random crops with ``crop``)."""
+        crop = self.cfg.crop if crop is None else crop
         o = self.cfg.optim
         g = step_generator(o.seed, step, micro, rank)
         out = []
@@ -52,7 +53,11 @@ class AutoencoderTask:
             clip = self.source.clip(i)
             t = int(torch.randint(0, clip["video"].shape[0], (1,), generator=g))
             key = "control" if float(torch.rand(1, generator=g)) < self.cfg.control_fraction else "video"
-            out.append(torch.from_numpy(clip[key][t]).permute(2, 0, 1).float() / 127.5 - 1.0)
+            frame = clip[key][t]
+            if crop:
+                y, x = (int(v) for v in torch.randint(0, frame.shape[0] - crop + 1, (2,), generator=g))
+                frame = frame[y:y + crop, x:x + crop]
+            out.append(torch.from_numpy(frame).permute(2, 0, 1).float() / 127.5 - 1.0)
         return torch.stack(out).to(self.device)
 
     def loss(self, model: Any, step: int, micro: int, rank: int, world: int) -> Tensor:
@@ -68,7 +73,7 @@ def finalize_autoencoder(task: AutoencoderTask, final_dir: str | Path) -> dict[s
     n = max(1, task.cfg.stats_frames // task.cfg.optim.batch_size)
     zs, psnr = [], []
     for k in range(n):
-        frames = task.frames(10**6 + k, 0, 0, 1)
+        frames = task.frames(10**6 + k, 0, 0, 1, crop=0)
         z = ae.encode_frames(frames, normalize=False)
         zs.append(z.transpose(0, 1).flatten(1))
         rec = ae.decode_frames(z, normalized=False).clamp(-1, 1)

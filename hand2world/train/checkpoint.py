@@ -9,7 +9,8 @@ Layout of a run folder::
                                    config.json         (architecture: DiTConfig / AutoencoderConfig)
                                    autoencoder.safetensors + autoencoder.json  (teacher: its latent space)
       checkpoints/latest           name of the newest complete checkpoint
-      final/                       release: EMA weights as model.safetensors + config.json (+ autoencoder)
+      final/                       release: EMA weights as model.safetensors + config.json (+ autoencoder,
+                                   run.json: the run config)
       metrics.jsonl, loss.png
 
 Design choices:
@@ -79,9 +80,12 @@ def _write_dir_atomic(final: Path, write: Any) -> Path:
 
 
 def write_release(folder: Path, weights: dict[str, Tensor], config: Any,
-                  extra: dict[str, tuple[dict[str, Tensor], Any]] | None = None) -> Path:
-    """A weights folder: ``model.safetensors`` + ``config.json`` (+ named extras), atomically."""
+                  extra: dict[str, tuple[dict[str, Tensor], Any]] | None = None,
+                  run_config: dict[str, Any] | None = None) -> Path:
+    """A weights folder: ``model.safetensors`` + ``config.json`` (+ named extras, ``run.json``), atomically."""
     def write(tmp: Path) -> None:
+        if run_config is not None:
+            (tmp / "run.json").write_text(json.dumps(run_config, indent=1))
         save_file(_contiguous(weights), str(tmp / "model.safetensors"))
         save_config(config, tmp / "config.json")
         for name, (w, cfg) in (extra or {}).items():

@@ -143,6 +143,7 @@ class AutoencoderRunConfig:
     out_dir: str = "autoencoder_tiny"
     control_fraction: float = 0.5
     stats_frames: int = 512
+    crop: int = 0  # train on random square crops of this size (fully convolutional; 0 = whole frames)
 
     def autoencoder_config(self) -> AutoencoderConfig:
         if self.model.preset not in AUTOENCODER_PRESETS:

@@ -260,6 +260,6 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     if end == optim.steps:
         weights = ema.state_dict() if ema is not None else {k: v for k, v in _state_dicts(raw, opt)[0].items()}
         if info.is_main:
-            final = write_release(run_dir / "final", weights, task.config, task.extra())
+            final = write_release(run_dir / "final", weights, task.config, task.extra(), run_config)
     return {"losses": losses, "steps_per_s": (end - start) / elapsed if elapsed > 0 else 0.0, "final": final,
             "start_step": start}

@@ -1,0 +1,187 @@
+"""`hand2world generate`: scene photo + gestures (+ camera) -> video, sampled from the teacher.
+
+Design choices:
+- ``TeacherSampler`` loads a self-contained teacher checkpoint (DiT + its autoencoder) and
+  samples windows of ``window`` frames with Euler steps and optional guidance. Longer gesture
+  sequences are chained: each window starts from the previous window's last generated frame
+  as its scene (overlap of one frame), with camera poses made relative to that frame.
+- Gestures come from a video (tracked with MediaPipe, fitted and rendered by the Foundation's
+  ``ControlPipeline``), a ClipDataset folder (``--clip-index``) or an ``.npz`` with
+  ``control [T, H, W, 3]`` (and optionally ``c2w``, ``K``). Frames are resized/cropped to the
+  model resolution with ``K`` adjusted.
+- The output MP4 shows generated | control (| ground truth, for clips).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from hand2world.diffusion import euler_sample
+from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
+from hand2world.models import Conditioning, DiT, load_config, scene_channels
+from hand2world.train.data import _fit_square
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TeacherSampler", "load_gestures", "run_generate"]
+
+
+class TeacherSampler:
+    """Bidirectional teacher sampling on uint8 frames.
+
+    Args:
+        model: the DiT (eval mode).
+        autoencoder: its autoencoder (``encode``/``decode``).
+        window: frames per sampled window.
+    """
+
+    def __init__(self, model: DiT, autoencoder: Any, window: int = 9) -> None:
+        self.model, self.ae, self.window = model.eval(), autoencoder.eval(), window
+        cfg = model.config
+        self.size = cfg.latent_size[0] * cfg.vae_factor
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, window: int | None = None,
+                        device: torch.device | str = "cpu") -> TeacherSampler:
+        """Load ``final/`` (EMA weights) or a step checkpoint (its EMA weights when present)."""
+        from hand2world.paths import checkpoint_path
+        from hand2world.train.teacher import load_autoencoder
+
+        folder = checkpoint_path(path)
+        model = DiT(load_config(folder / "config.json"))
+        weights = folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
+        model.load_state_dict(load_file(str(weights)))
+        if window is None:
+            import json
+
+            run, state = {}, folder / "train_state.json"
+            if (folder / "run.json").is_file():
+                run = json.loads((folder / "run.json").read_text())
+            elif state.is_file():
+                run = json.loads(state.read_text())["run_config"]
+            window = int(run.get("data", {}).get("frames", 9))
+        return cls(model.to(device), load_autoencoder(str(folder), device), window)
+
+    def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        dev = next(self.model.parameters()).device
+        return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0).to(dev)
+
+    @torch.no_grad()
+    def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray | None = None,
+                 K: np.ndarray | None = None, steps: int = 20, guidance_hands: float = 1.0,
+                 guidance_camera: float = 1.0, seed: int = 0) -> np.ndarray:
+        """Generate frames.
+
+        Args:
+            scene: uint8 ``[S, S, 3]`` first frame (model resolution).
+            control: uint8 ``[T, S, S, 3]`` control renders.
+            c2w: ``[T, 4, 4]`` camera-to-world (default: static camera).
+            K: ``[3, 3]`` intrinsics at the model resolution (default: 60° horizontal FOV).
+
+        Returns:
+            uint8 ``[T, S, S, 3]``; frame 0 is the scene.
+        """
+        s, n = self.size, len(control)
+        c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)) if c2w is None else np.asarray(c2w, np.float32)
+        K = intrinsics_from_fov(60.0, s, s).numpy() if K is None else np.asarray(K, np.float32)
+        g = torch.Generator().manual_seed(seed)
+        out, start, current = [scene], 0, scene
+        while start < n - 1:
+            stop = min(start + self.window, n)
+            ctl = self._to_tensor(control[start:stop])
+            rel = relative_c2w(torch.from_numpy(c2w[start:stop]))
+            rays = plucker_rays(torch.from_numpy(K), rel, s, s).transpose(0, 1)[None].to(ctl.device)
+            scene_lat = self.ae.encode(self._to_tensor(current[None]))[:, :, 0]
+            ctl_lat = self.ae.encode(ctl)
+            t_lat = ctl_lat.shape[2]
+            cond = Conditioning(control=ctl_lat, scene=scene_channels(scene_lat, t_lat), rays=rays)
+            noise = torch.randn(ctl_lat.shape, generator=g).to(ctl.device)
+            lat = euler_sample(self.model, noise, cond, steps=steps, guidance_hands=guidance_hands,
+                               guidance_camera=guidance_camera)
+            video = self.ae.decode(lat)[0].clamp(-1, 1).add(1).mul(127.5).round().byte()
+            frames = video.permute(1, 2, 3, 0).cpu().numpy()
+            out.extend(frames[1:])
+            current = frames[-1]
+            start = stop - 1
+        return np.stack(out[:n])
+
+
+def load_gestures(gestures: str | Path, size: int, clip_index: int = 0, camera: str | Path | None = None,
+                  max_frames: int | None = None) -> dict[str, Any]:
+    """Gestures -> ``control [T, S, S, 3]``, ``c2w``, ``K`` (and ``video`` for clips) at model resolution."""
+    path = Path(gestures)
+    if path.is_dir():
+        from hand2world.data import ClipDataset
+
+        item = ClipDataset(path, keys=("video", "control", "K", "c2w"))[clip_index]
+    elif path.suffix == ".npz":
+        item = dict(np.load(path))
+    else:
+        item = _track_video(path, size, max_frames)
+    K = np.asarray(item.get("K", intrinsics_from_fov(60.0, *item["control"].shape[1:3]).numpy()), np.float32)
+    control, K2 = _fit_square(item["control"][:max_frames], size, K)
+    out = {"control": control, "K": K2, "c2w": item.get("c2w")}
+    if "video" in item:
+        out["video"] = _fit_square(item["video"][:max_frames], size, K)[0]
+    if camera is not None:
+        out["c2w"] = np.load(camera).astype(np.float32)
+    if out["c2w"] is not None:
+        out["c2w"] = np.asarray(out["c2w"], np.float32)[: len(control)]
+        if len(out["c2w"]) < len(control):
+            raise ValueError(f"camera trajectory has {len(out['c2w'])} poses for {len(control)} frames")
+    return out
+
+
+def _track_video(path: Path, size: int, max_frames: int | None) -> dict[str, Any]:
+    """Track, fit and render a gesture video with the Foundation path (MediaPipe -> fit -> control)."""
+    from hand2world.conditioning import ControlConfig, ControlPipeline
+    from hand2world.io import iter_frames, video_info
+    from hand2world.tracking import HandTracker
+
+    fps = video_info(path)["fps"] or 30.0
+    pipeline = ControlPipeline(ControlConfig(height=size, width=size))
+    controls, frames = [], []
+    with HandTracker(mode="video") as tracker:
+        for i, rgb in enumerate(iter_frames(path, max_frames)):
+            h, w = rgb.shape[:2]
+            side = min(h, w)
+            square = np.ascontiguousarray(rgb[(h - side) // 2:(h - side) // 2 + side,
+                                              (w - side) // 2:(w - side) // 2 + side])
+            hands = tracker.detect(square, timestamp_ms=int(round(i * 1000 / fps)))
+            controls.append(pipeline.process(hands, t=i / fps).control)
+            frames.append(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA))
+    return {"control": np.stack(controls), "K": pipeline.K, "first_frame": frames[0]}
+
+
+def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = None, camera: str | None = None,
+                 steps: int = 20, guidance_hands: float = 1.0, guidance_camera: float = 1.0, seed: int = 0,
+                 max_frames: int | None = None, clip_index: int = 0) -> dict[str, Any]:
+    """The ``generate`` command: writes ``out`` (MP4, generated | control [| ground truth])."""
+    from hand2world.io import VideoWriter, read_image
+
+    sampler = TeacherSampler.from_checkpoint(checkpoint)
+    g = load_gestures(gestures, sampler.size, clip_index, camera, max_frames)
+    if scene is not None:
+        scene_rgb = _fit_square(read_image(scene)[None], sampler.size, g["K"])[0][0]
+    elif "video" in g:
+        scene_rgb = g["video"][0]
+    else:
+        raise ValueError("--scene is required unless --gestures is a clip with video")
+    t0 = time.perf_counter()
+    frames = sampler.generate(scene_rgb, g["control"], g["c2w"], g["K"], steps=steps, guidance_hands=guidance_hands,
+                              guidance_camera=guidance_camera, seed=seed)
+    wall = time.perf_counter() - t0
+    with VideoWriter(out, fps=8.0) as writer:
+        for i, frame in enumerate(frames):
+            panels = [frame, g["control"][i]] + ([g["video"][i]] if "video" in g else [])
+            writer.write(np.concatenate(panels, axis=1))
+    return {"out": str(out), "frames": len(frames), "size": sampler.size, "seconds": round(wall, 2),
+            "seconds_per_frame": round(wall / max(len(frames) - 1, 1), 3)}
