@@ -9,7 +9,7 @@ Routes:
 - ``WS /ws``: the WebSocket API (see ``ws``).
 - ``GET /scenes?token=``: scene names; ``POST /upload?token=``: a photo as the raw request body
   (JPEG/PNG/WebP, at most 8 MB) -> ``{"token", "scene"}``.
-- ``GET /config``, ``GET /schema`` (message JSON schemas), ``GET /healthz``.
+- ``GET /config``, ``GET /schema`` (message JSON schemas), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 
 Design choices: one ``Session`` per WebRTC peer or WebSocket, at most ``max_sessions`` at once
 (503 / close 1013 beyond); every error is a JSON ``{"error", "detail"}`` with a 4xx status, and
@@ -25,8 +25,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from hand2world.paths import asset_path, client_dir
@@ -59,6 +60,9 @@ class Registry:
         self.sessions: dict[str, Session] = {}
         self.peers: dict[str, Any] = {}
         self._lock = asyncio.Lock()
+        self.closed_totals = {"messages_in": 0, "messages_dropped": 0, "hands_seen": 0, "frames_out": 0,
+                              "frames_dropped": 0, "errors": 0}
+        self.sessions_total = 0
 
     async def create(self, token: str | None = None) -> Session | None:
         async with self._lock:
@@ -66,15 +70,41 @@ class Registry:
                 return None
             session = await asyncio.to_thread(Session, self.config, self.scenes, token)
             self.sessions[session.id] = session
+            self.sessions_total += 1
             return session
 
     async def release(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            stats = session.stats()
+            for key in self.closed_totals:
+                self.closed_totals[key] += stats[key]
         pc = self.peers.pop(session.id, None)
         await session.close()
         if pc is not None:
             await pc.close()
         log.info("session %s closed (%d live)", session.id, len(self.sessions))
+
+    def metrics(self) -> str:
+        """Prometheus text exposition: counters over all sessions, gauges and latency of the live ones."""
+        totals = dict(self.closed_totals)
+        latencies: list[float] = []
+        for session in self.sessions.values():
+            stats = session.stats()
+            for key in totals:
+                totals[key] += stats[key]
+            latencies += list(session.stats_.all_latencies)[-300:]
+        lines = [
+            "# TYPE hand2world_sessions gauge", f"hand2world_sessions {len(self.sessions)}",
+            "# TYPE hand2world_sessions_max gauge", f"hand2world_sessions_max {self.config.max_sessions}",
+            "# TYPE hand2world_sessions_total counter", f"hand2world_sessions_total {self.sessions_total}",
+        ]
+        for key, value in totals.items():
+            lines += [f"# TYPE hand2world_{key}_total counter", f"hand2world_{key}_total {value}"]
+        if latencies:
+            lines.append("# TYPE hand2world_latency_ms summary")
+            for q in (0.5, 0.95):
+                lines.append(f'hand2world_latency_ms{{quantile="{q}"}} {float(np.quantile(latencies, q)):.2f}')
+        return "\n".join(lines) + "\n"
 
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -121,6 +151,10 @@ def create_app(config: ServerConfig | None = None, upload_root: str | Path | Non
     async def healthz() -> dict:
         return {"status": "ok", "sessions": len(registry.sessions), "max_sessions": config.max_sessions,
                 "source": config.source}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(registry.metrics(), media_type="text/plain; version=0.0.4")
 
     @app.get("/config")
     async def get_config() -> dict:

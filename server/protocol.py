@@ -10,6 +10,10 @@ Client -> server (``type``):
   upload namespace the scene belongs to). First message on the WebSocket.
 - ``scene``: switch scene mid-session (same fields as ``start``).
 - ``reset``: forget smoothing, warm starts, the first camera pose and the generator's history.
+- ``xrhands``: WebXR hands for headsets: ``hands`` entries of ``side`` and ``joints`` (the 25 WebXR
+  joint positions, metres, in the same world space as ``head.c2w``, which is required). The
+  session maps 25 -> 21 joints (``XR_TO_MEDIAPIPE``: metacarpals dropped) and projects them into
+  its virtual camera, so they take the same path as MediaPipe landmarks.
 
 Server -> client: ``started``, ``stats``, ``error`` (JSON) and, on the WebSocket, frames as
 binary JPEG; on the data channel, a small JPEG of the control render (binary) a few times a second.
@@ -72,11 +76,25 @@ class SceneMessage:
 
 
 @dataclass
+class XRHandsMessage:
+    """A validated ``xrhands`` message: ``hands`` = [(side, joints float32 [25, 3])], ``c2w`` [4, 4]."""
+
+    t: float
+    hands: list[tuple[str, np.ndarray]]
+    c2w: np.ndarray
+
+
+@dataclass
 class ResetMessage:
     type: str = "reset"
 
 
-Message = HandsMessage | SceneMessage | ResetMessage
+Message = HandsMessage | SceneMessage | ResetMessage | XRHandsMessage
+
+# WebXR hand joint order (25: wrist, thumb metacarpal..tip, then per finger metacarpal, proximal,
+# intermediate, distal, tip) -> MediaPipe's 21 (wrist, thumb CMC, MCP, IP, tip, per finger MCP, PIP,
+# DIP, tip). The thumb's WebXR metacarpal is MediaPipe's CMC; the other metacarpals have no match.
+XR_TO_MEDIAPIPE: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14, 16, 17, 18, 19, 21, 22, 23, 24)
 
 _VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 _LANDMARKS = {"type": "array", "items": _VEC3, "minItems": 21, "maxItems": 21}
@@ -106,6 +124,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                        "scene": {"type": "string", "maxLength": SCENE_NAME_MAX,
                                  "description": "built-in scene name (GET /scenes) or upload:<id>"},
                        "token": {"type": "string", "description": "upload namespace returned by POST /upload"}},
+    },
+    "xrhands": {
+        "type": "object",
+        "required": ["type", "hands", "head"],
+        "properties": {
+            "type": {"const": "xrhands"},
+            "t": {"type": "number", "description": "client timestamp, milliseconds"},
+            "hands": {"type": "array", "maxItems": MAX_HANDS, "items": {
+                "type": "object", "required": ["side", "joints"],
+                "properties": {"side": {"enum": list(SIDES)},
+                               "joints": {"type": "array", "minItems": 25, "maxItems": 25, "items": _VEC3,
+                                          "description": "WebXR joint positions (XRHand order), metres"}}}},
+            "head": {"type": "object", "required": ["c2w"], "properties": {"c2w": {
+                "type": "array", "items": {"type": "number"}, "minItems": 16, "maxItems": 16,
+                "description": "row-major 4x4 viewer camera-to-world in the OpenCV camera convention "
+                               "(WebXR's view matrix times diag(1, -1, -1, 1))"}}},
+        },
     },
     "reset": {"type": "object", "required": ["type"], "properties": {"type": {"const": "reset"}}},
     "stats": {
@@ -166,6 +201,37 @@ def _parse_scene(data: dict, kind: str) -> SceneMessage:
     return SceneMessage(kind, scene, token)
 
 
+def _parse_head(head: Any) -> np.ndarray:
+    if not isinstance(head, dict):
+        raise ProtocolError("head must be an object with c2w")
+    c2w = _finite_array(head.get("c2w"), (16,), "head.c2w").reshape(4, 4)
+    if not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-4) or abs(np.linalg.det(c2w[:3, :3]) - 1) > 1e-2:
+        raise ProtocolError("head.c2w must be a rigid transform (rotation with det 1, last row 0 0 0 1)")
+    return c2w
+
+
+def xr_to_tracked(joints: np.ndarray, side: str, c2w: np.ndarray, K: np.ndarray, height: int,
+                  width: int) -> TrackedHand | None:
+    """WebXR joints [25, 3] (world) -> a MediaPipe-style ``TrackedHand`` seen by camera ``c2w`` with ``K``.
+
+    ``image``: projected pixels normalised by the image size (z: depth relative to the wrist in
+    units of the image width, like MediaPipe); ``world``: camera-axis metres around the hand's
+    centre. Returns None when the hand is behind or too near the camera (< 5 cm).
+    """
+    pts = np.asarray(joints, np.float64)[list(XR_TO_MEDIAPIPE)]
+    w2c = np.linalg.inv(np.asarray(c2w, np.float64))
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    if (cam[:, 2] < 0.05).any():
+        return None
+    uv = cam @ np.asarray(K, np.float64).T
+    uv = uv[:, :2] / uv[:, 2:3]
+    rel_z = (cam[:, 2] - cam[0, 2]) * K[0, 0] / cam[0, 2] / width
+    image = np.column_stack([uv[:, 0] / width, uv[:, 1] / height, rel_z])
+    if np.abs(image[:, :2]).max() > 10:
+        return None
+    return TrackedHand(side, 1.0, image.astype(np.float32), (cam - cam.mean(0)).astype(np.float32))
+
+
 def parse_message(raw: str | bytes) -> Message:
     """Validate one client message (JSON text). Raises ``ProtocolError`` with a clear detail."""
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -186,20 +252,30 @@ def parse_message(raw: str | bytes) -> Message:
         t = data.get("t", 0.0)
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
             raise ProtocolError("hands.t must be a finite number (milliseconds)")
-        c2w = None
-        head = data.get("head")
-        if head is not None:
-            if not isinstance(head, dict):
-                raise ProtocolError("hands.head must be an object with c2w")
-            c2w = _finite_array(head.get("c2w"), (16,), "head.c2w").reshape(4, 4)
-            if not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-4) or abs(np.linalg.det(c2w[:3, :3]) - 1) > 1e-2:
-                raise ProtocolError("head.c2w must be a rigid transform (rotation with det 1, last row 0 0 0 1)")
+        c2w = _parse_head(data.get("head")) if data.get("head") is not None else None
         return HandsMessage(float(t) / 1000.0, [_parse_hand(h, i) for i, h in enumerate(hands)], c2w)
+    if kind == "xrhands":
+        hands, t = data.get("hands"), data.get("t", 0.0)
+        if not isinstance(hands, list) or len(hands) > MAX_HANDS:
+            raise ProtocolError(f"xrhands.hands must be a list of at most {MAX_HANDS} hands")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ProtocolError("xrhands.t must be a finite number (milliseconds)")
+        if data.get("head") is None:
+            raise ProtocolError("xrhands needs head.c2w (the joints are in its world space)")
+        out = []
+        for i, h in enumerate(hands):
+            if not isinstance(h, dict) or h.get("side") not in SIDES:
+                raise ProtocolError(f"xrhands.hands[{i}] must be an object with side in {list(SIDES)}")
+            joints = _finite_array(h.get("joints"), (25, 3), f"xrhands.hands[{i}].joints")
+            if np.abs(joints).max() > 100:
+                raise ProtocolError(f"xrhands.hands[{i}].joints out of range (metres, within 100 m)")
+            out.append((h["side"], joints))
+        return XRHandsMessage(float(t) / 1000.0, out, _parse_head(data["head"]))
     if kind in ("start", "scene"):
         return _parse_scene(data, kind)
     if kind == "reset":
         return ResetMessage()
-    raise ProtocolError(f"unknown message type {kind!r}; expected one of hands, start, scene, reset"[:200],
+    raise ProtocolError(f"unknown message type {kind!r}; expected one of hands, xrhands, start, scene, reset"[:200],
                         "unknown_type")
 
 

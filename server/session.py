@@ -36,7 +36,15 @@ import cv2
 import numpy as np
 
 from hand2world.conditioning import ControlConfig, ControlPipeline
-from hand2world.server.protocol import HandsMessage, Message, ProtocolError, ResetMessage, SceneMessage
+from hand2world.server.protocol import (
+    HandsMessage,
+    Message,
+    ProtocolError,
+    ResetMessage,
+    SceneMessage,
+    XRHandsMessage,
+    xr_to_tracked,
+)
 from hand2world.server.scenes import DEFAULT_SCENE, SceneError, SceneStore
 from hand2world.server.sources import FrameSource, load_source
 
@@ -203,7 +211,14 @@ class Session:
 
     # ---- transport side ----
     def submit(self, msg: Message) -> None:
-        """Queue a validated message (never blocks; may drop an older hand pose)."""
+        """Queue a validated message (never blocks; may drop an older hand pose).
+
+        ``xrhands`` become ``hands`` here: 25 -> 21 joints projected into the session's camera.
+        """
+        if isinstance(msg, XRHandsMessage):
+            c = self.config
+            hands = [xr_to_tracked(j, side, msg.c2w, self.pipeline.K, c.height, c.width) for side, j in msg.hands]
+            msg = HandsMessage(msg.t, [h for h in hands if h is not None], msg.c2w.astype(np.float32))
         if isinstance(msg, HandsMessage):
             msg.received = time.perf_counter()
         self.stats_.messages_in += 1

@@ -201,3 +201,47 @@ def test_inbox_bounded_and_keeps_control_messages():
         assert isinstance(newest, HandsMessage) and newest.t == 999.0
         assert isinstance(await inbox.get(), ResetMessage)
     asyncio.run(run())
+
+
+# ---- WebXR hands ----
+def xr_joints_from(points21: np.ndarray) -> np.ndarray:
+    """25 WebXR joints from 21 MediaPipe-order points (finger metacarpals halfway wrist -> knuckle)."""
+    from hand2world.server.protocol import XR_TO_MEDIAPIPE
+
+    xr = np.zeros((25, 3))
+    xr[list(XR_TO_MEDIAPIPE)] = points21
+    for meta in (5, 10, 15, 20):
+        xr[meta] = 0.5 * (points21[0] + xr[meta + 1])
+    return xr
+
+
+def test_xr_hands_map_25_to_21_and_project_into_the_camera():
+    import torch
+
+    from hand2world.geometry import intrinsics_from_fov, project
+    from hand2world.hands import HandModel, HandPose
+    from hand2world.server.protocol import XRHandsMessage, xr_to_tracked
+
+    pose = HandPose.zeros(1)
+    pose.transl[:] = torch.tensor([0.05, 0.02, 0.45])
+    with torch.no_grad():
+        cam = HandModel.load("open", side="left")(pose).joints[0].numpy().astype(np.float64)
+    c2w = np.eye(4)
+    c2w[:3, :3] = cv2.Rodrigues(np.array([0.1, -0.4, 0.05]))[0]
+    c2w[:3, 3] = [0.3, -1.2, 0.7]
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    msg = parse_message(json.dumps({"type": "xrhands", "t": 10, "head": {"c2w": c2w.reshape(-1).tolist()},
+                                    "hands": [{"side": "left", "joints": xr_joints_from(world).tolist()}]}))
+    assert isinstance(msg, XRHandsMessage) and msg.hands[0][1].shape == (25, 3)
+    K = np.asarray(intrinsics_from_fov(60.0, 240, 320), np.float64)
+    hand = xr_to_tracked(msg.hands[0][1], "left", msg.c2w, K, 240, 320)
+    expected_px = project(torch.from_numpy(cam), torch.from_numpy(K)).numpy()
+    np.testing.assert_allclose(hand.image[:, :2] * [320, 240], expected_px, atol=0.05)
+    np.testing.assert_allclose(hand.world, cam - cam.mean(0), atol=1e-5)
+    behind = xr_joints_from(cam * [1, 1, -1])  # identity head: a hand behind the viewer is not visible
+    assert xr_to_tracked(behind, "left", np.eye(4), K, 240, 320) is None
+    with pytest.raises(ProtocolError, match="head.c2w"):
+        parse_message(json.dumps({"type": "xrhands", "hands": []}))
+    with pytest.raises(ProtocolError, match=r"shape \[25, 3\]"):
+        parse_message(json.dumps({"type": "xrhands", "head": {"c2w": np.eye(4).reshape(-1).tolist()},
+                                  "hands": [{"side": "left", "joints": world.tolist()}]}))
