@@ -84,6 +84,14 @@ def test_resume_reproduces_next_losses_exactly(tmp_path):
             "autoencoder.safetensors", "autoencoder.json"} <= {p.name for p in ckpt.iterdir()}
 
 
+def test_bf16_autocast_and_gradient_checkpointing_step(tmp_path):
+    clips = ProceduralClips(n=2, frames=4, size=32)
+    cfg = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "bf16", steps=2, precision="bf16",
+                                                    gradient_checkpointing=True))
+    out = train_teacher(cfg, dataset=clips)
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in out["losses"])
+
+
 def test_run_config_yaml_validation(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"optim": {"steps": 5, "lr": 1}, "data": {"size": 64}}))

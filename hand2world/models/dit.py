@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from hand2world.models.attention import attention, block_causal_mask
 from hand2world.models.conditioning import Conditioning, PluckerAdapter
@@ -166,6 +167,7 @@ class DiT(nn.Module):
         self.head = Head(config)
         self.camera_adapter = (PluckerAdapter(d, config.camera_adapter_dim, config.vae_factor, config.patch_size)
                                if config.camera_adapter_dim else None)
+        self.gradient_checkpointing = False  # recompute block activations in backward (large models)
 
     def new_kv_cache(self, batch: int, latent_hw: tuple[int, int] | None = None, capacity_frames: int | None = None,
                      dtype: torch.dtype | None = None) -> KVCache:
@@ -241,7 +243,10 @@ class DiT(nn.Module):
             context = self.text_embedding(text.to(tokens.dtype))
 
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e, rope, mask, context, kv_cache, i)
+            if self.gradient_checkpointing and self.training and kv_cache is None and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, e, rope, mask, context, use_reentrant=False)
+            else:
+                tokens = block(tokens, e, rope, mask, context, kv_cache, i)
         if kv_cache is not None and commit:
             kv_cache.commit(gf)
 

@@ -61,6 +61,7 @@ class OptimConfig:
         seed: everything random derives from (seed, step, rank): exact resume.
         log_every, ckpt_every: in optimiser steps; ``keep_checkpoints`` most recent kept.
         threads: torch CPU threads (0 = leave torch's default).
+        gradient_checkpointing: recompute transformer-block activations in backward (memory for compute).
     """
 
     steps: int = 1000
@@ -79,6 +80,7 @@ class OptimConfig:
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     threads: int = 0
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):

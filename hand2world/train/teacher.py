@@ -91,6 +91,7 @@ class TeacherTask:
             raise ValueError(f"data.size {cfg.data.size} must be a multiple of {factor * self.config.patch_size[1]}")
         torch.manual_seed(cfg.optim.seed)  # identical initial weights on every rank
         self.model = DiT(self.config)
+        self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data), cfg.data.size,
                                  cfg.data.frames)
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
