@@ -4,9 +4,9 @@ Design choices:
 - Per-frame 2-D convolutions (time folded into the batch): streaming decode never touches
   history (each new latent frame decodes alone), and clip latents are per-frame latents
   concatenated, so training can cache whole-clip latents and crop them in time.
-- ``len(channels)`` stride-2 levels (3 = x8: 128x128 -> 16x16), one or more residual blocks
-  per level (GroupNorm + SiLU + 3x3 conv), nearest up-sampling + conv in the decoder; no
-  attention (fast on CPU).
+- ``len(channels)`` stride-2 levels (3 = x8: 128x128 -> 16x16), residual blocks (GroupNorm +
+  SiLU + 3x3 conv) only below full resolution (encoder: after each down-sampling; decoder:
+  before each nearest up-sampling + conv), no attention: both directions stay cheap on CPU.
 - Deterministic autoencoder (no KL): trained with L1 + MSE reconstruction and a small latent
   L2 penalty; per-channel mean/std measured after training are stored in the config and
   applied by ``encode``/``decode`` so the DiT sees unit-scale latents.
@@ -39,14 +39,18 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
+    """Stride-2 conv then residual blocks per level: no residual block at full resolution (CPU cost)."""
+
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
         ch = config.channels
         layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 3, padding=1)]
-        for i, c in enumerate(ch):
+        prev = ch[0]
+        for c in ch:
+            layers.append(nn.Conv2d(prev, c, 3, stride=2, padding=1))
             layers += [ResBlock(c) for _ in range(config.blocks_per_level)]
-            layers.append(nn.Conv2d(c, ch[min(i + 1, len(ch) - 1)], 3, stride=2, padding=1))
-        layers += [ResBlock(ch[-1]), _norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], config.latent_channels, 3, padding=1)]
+            prev = c
+        layers += [_norm(prev), nn.SiLU(), nn.Conv2d(prev, config.latent_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
