@@ -8,7 +8,8 @@ namespace and checks the JSON result it writes.
 
 Checked: MediaPipe finds the hand in the page; the server reports hands seen and a non-empty
 control render through the stats channel; the output video in the page shows the hand's control
-colour; control-render previews arrive; MediaRecorder records the output; the preview badge says
+colour; control-render previews arrive; dragging the output and the arrow keys turn the session's
+camera; MediaRecorder records the output; the preview badge says
 what the stream is; every request the page made went to the server itself.
 """
 
@@ -59,6 +60,7 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
     """Inside the namespace: serve the app on 127.0.0.1, run the page in Chromium, return what was seen."""
     import time
 
+    import numpy as np
     from playwright.async_api import async_playwright
 
     from hand2world.server.app import create_app
@@ -92,6 +94,20 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
                 await asyncio.sleep(1.0)
             result["seconds_to_conditioned"] = round(time.monotonic() - t0, 1)
             result["output"] = await page.evaluate(MEASURE_OUTPUT)
+            # head control: drag the output 100 px to the right, then 5 x ArrowRight -> the server's camera turns
+            box = await page.locator("#output-wrap").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            await page.mouse.move(cx, cy)
+            await page.mouse.down()
+            await page.mouse.move(cx + 100, cy, steps=5)
+            await page.mouse.up()
+            for _ in range(5):
+                await page.keyboard.press("ArrowRight")
+            result["page_yaw"] = await page.evaluate("window.h2w.head.yaw")
+            await asyncio.sleep(1.5)
+            session = next(iter(app.state.registry.sessions.values()))
+            c2w = session._c2w
+            result["server_yaw"] = float(np.arctan2(c2w[0, 2], c2w[2, 2]))
             # record two seconds of the output stream with MediaRecorder
             await page.click("#record")
             await asyncio.sleep(2.0)
@@ -147,6 +163,8 @@ def test_browser_tracks_hand_and_receives_conditioned_frames(cup_video, tmp_path
     assert stats["control_pixels"] > 300  # the control render shows the hand
     assert page["controls"] >= 2  # control-render previews arrived on the data channel
     assert r["output"] and r["output"]["width"] == 320 and r["output"]["orange"] > 100, r["output"]
+    assert r["page_yaw"] == pytest.approx(0.55, abs=0.02)  # 100 px x 0.004 + 5 x 0.03
+    assert r["server_yaw"] == pytest.approx(r["page_yaw"], abs=0.01)  # the head pose reached the session
     assert r["recording"]["bytes"] > 1000
     assert r["sessions_after_stop"] == 0
     host = r["server_url"]
