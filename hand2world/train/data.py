@@ -144,9 +144,13 @@ class ClipSource:
         sl = slice(start, start + self.frames)
         def to_t(a: np.ndarray) -> Tensor:
             return torch.from_numpy(a[sl]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-        rel = relative_c2w(torch.from_numpy(c["c2w"][sl]))
-        rays = plucker_rays(torch.from_numpy(c["K"]), rel, self.size, self.size)  # [T, 6, S, S]
-        return {"video": to_t(c["video"]), "control": to_t(c["control"]), "rays": rays.transpose(0, 1)}
+        return {"video": to_t(c["video"]), "control": to_t(c["control"]), "rays": self.rays(i, start)}
+
+    def rays(self, i: int, start: int) -> Tensor:
+        """Plücker rays ``[6, T, S, S]`` of a window, relative to its first camera."""
+        c = self.clip(i)
+        rel = relative_c2w(torch.from_numpy(c["c2w"][start:start + self.frames]))
+        return plucker_rays(torch.from_numpy(c["K"]), rel, self.size, self.size).transpose(0, 1)
 
     def max_start(self, i: int) -> int:
         return self.clip(i)["video"].shape[0] - self.frames

@@ -125,16 +125,18 @@ class TeacherTask:
         lat, ctl, rays = [], [], []
         for i in idx:
             start = int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g))
-            w = self.source.window(i, start)
             if getattr(self.ae, "temporal_factor", 1) == 1:
                 v_lat, c_lat = self._clip_latents(i)
                 lat.append(v_lat[:, start:start + d.frames])
                 ctl.append(c_lat[:, start:start + d.frames])
+                win_rays = self.source.rays(i, start)
             else:
+                w = self.source.window(i, start)
                 both = self.ae.encode(torch.stack([w["video"], w["control"]]).to(self.device)).cpu()
                 lat.append(both[0])
                 ctl.append(both[1])
-            rays.append(rays_to_latent_frames(w["rays"][None], self.config.vae_temporal_factor)[0])
+                win_rays = w["rays"]
+            rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
         x0 = torch.stack(lat).to(self.device)
         cond = Conditioning(control=torch.stack(ctl).to(self.device),
                             scene=scene_channels(x0[:, :, 0], x0.shape[2]),
