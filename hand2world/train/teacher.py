@@ -45,9 +45,10 @@ def open_dataset(data: Any) -> Any:
     """The configured clip dataset: ``ClipDataset(root)`` or procedural clips."""
     if data.root:
         from hand2world.data import ClipDataset
-        from hand2world.paths import checkpoint_path
 
-        root = checkpoint_path(data.root) if not Path(data.root).exists() else Path(data.root)
+        root = Path(data.root).expanduser()
+        if not (root / "index.json").is_file():
+            raise FileNotFoundError(f"no clip dataset at {root} (make one with `hand2world world synth --out {root}`)")
         return ClipDataset(root, keys=("video", "control", "K", "c2w"), split=data.split)
     return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
 
