@@ -9,7 +9,7 @@ namespace and checks the JSON result it writes.
 Checked: MediaPipe finds the hand in the page; the server reports hands seen and a non-empty
 control render through the stats channel; the output video in the page shows the hand's control
 colour; control-render previews arrive; dragging the output and the arrow keys turn the session's
-camera; MediaRecorder records the output; the preview badge says
+camera; MediaRecorder records the output; kiosk mode starts by itself; the preview badge says
 what the stream is; every request the page made went to the server itself.
 """
 
@@ -77,7 +77,7 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
             page.on("request", lambda r: result["requests"].append(r.url))
             page.on("console", lambda m: result["console"].append(f"{m.type}: {m.text}"[:300]))
             await page.goto(url + "/")
-            await page.wait_for_function("window.h2w && window.h2w.ready", timeout=30_000)
+            await page.wait_for_function("() => window.h2w && window.h2w.ready", timeout=30_000)
             result["badge"] = await page.inner_text("#mode-badge")
             await page.click("#start")
             t0 = time.monotonic()
@@ -112,12 +112,19 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
             await page.click("#record")
             await asyncio.sleep(2.0)
             await page.click("#record")
-            await page.wait_for_function("window.h2w.recording", timeout=10_000)
+            await page.wait_for_function("() => window.h2w.recording", timeout=10_000)
             result["recording"] = await page.evaluate("window.h2w.recording")
             await page.screenshot(path=str(out_dir / "browser_e2e.png"))
             await page.click("#stop")
             await asyncio.sleep(1.0)
             result["sessions_after_stop"] = len(app.state.registry.sessions)
+            # kiosk mode: the page starts by itself with only the output showing
+            await page.goto(url + "/?kiosk")
+            await page.wait_for_function("() => window.h2w && window.h2w.stats && window.h2w.stats.frames_out > 3",
+                                         timeout=60_000)
+            result["kiosk"] = await page.evaluate("""() => ({kiosk: document.body.classList.contains('kiosk'),
+                header: getComputedStyle(document.querySelector('header')).display,
+                output: document.getElementById('output').getBoundingClientRect().height})""")
         finally:
             await browser.close()
     result["server_url"] = url
@@ -167,9 +174,11 @@ def test_browser_tracks_hand_and_receives_conditioned_frames(cup_video, tmp_path
     assert r["server_yaw"] == pytest.approx(r["page_yaw"], abs=0.01)  # the head pose reached the session
     assert r["recording"]["bytes"] > 1000
     assert r["sessions_after_stop"] == 0
+    assert r["kiosk"]["kiosk"] and r["kiosk"]["header"] == "none" and r["kiosk"]["output"] >= 700
     host = r["server_url"]
     outside = [u for u in r["requests"] if not (u.startswith(host) or u.startswith(("blob:", "data:")))]
     assert not outside, outside  # the page requested nothing outside the server
+    assert not [c for c in r["console"] if "Content Security Policy" in c]  # the page works under its CSP
 
 
 if __name__ == "__main__":
