@@ -17,7 +17,7 @@ from hand2world.geometry.rotations import matrix_to_axis_angle, quaternion_to_ma
 from hand2world.hands.model import HandModel, HandPose
 from hand2world.hands.skeleton import NUM_BETAS, NUM_HAND_JOINTS
 
-__all__ = ["ANATOMICAL_RANGES", "random_hand_pose"]
+__all__ = ["ANATOMICAL_RANGES", "anatomical_to_hand_pose", "random_hand_pose"]
 
 #: (low, high) radians for (flexion, abduction, twist) per joint kind
 ANATOMICAL_RANGES: dict[str, tuple[tuple[float, float], ...]] = {
@@ -34,6 +34,20 @@ def _uniform(
     low: float, high: float, n: int, gen: torch.Generator | None, dtype: torch.dtype
 ) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=gen, dtype=dtype)
+
+
+def anatomical_to_hand_pose(model: HandModel, anat: torch.Tensor) -> torch.Tensor:
+    """Map per-joint (flexion, abduction, twist) angles to the model's axis-angle ``hand_pose``.
+
+    Args:
+        model: supplies ``joint_frames`` (columns = the anatomical axes of each joint).
+        anat: ``[B, 15, 3]`` radians; positive flexion curls a finger toward the palm.
+
+    Returns:
+        ``[B, 45]`` in ``anat``'s dtype.
+    """
+    frames = model.joint_frames[1:].to(anat.dtype)  # [15, 3, 3] columns = axes
+    return torch.einsum("jab,njb->nja", frames, anat).reshape(anat.shape[0], 3 * NUM_HAND_JOINTS)
 
 
 def random_rotation(
@@ -79,8 +93,7 @@ def random_hand_pose(
         )
         * scale
     )  # [B, 15, 3]
-    frames = model.joint_frames[1:].to(torch.float64)  # [15, 3, 3] columns = axes
-    hand_pose = torch.einsum("jab,njb->nja", frames, anat).reshape(batch, 3 * NUM_HAND_JOINTS)
+    hand_pose = anatomical_to_hand_pose(model, anat)
     betas = (torch.rand(batch, NUM_BETAS, generator=generator, dtype=torch.float64) * 2 - 1) * betas_range
     orient = random_rotation(batch, generator, torch.float64) if global_orient else torch.zeros(batch, 3)
     return HandPose(

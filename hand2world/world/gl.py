@@ -1,0 +1,301 @@
+"""Headless OpenGL renderer of the tabletop world (moderngl over EGL: Mesa llvmpipe on CPU, any GPU).
+
+Design choices:
+- One context and one framebuffer per process (``WorldRenderer`` is created once per worker
+  and reused for every clip; meshes of a clip are uploaded once and released after it).
+- Projection straight from OpenCV intrinsics: clip ``x = (2 fx / W) x + (2 cx / W - 1) z``,
+  ``y = (2 fy / H) y + (2 cy / H - 1) z``, ``w = z`` for camera coordinates (x right, y down,
+  z forward). Image row ``v`` maps to NDC ``y = 2 v / H - 1``, so framebuffer row 0 (GL's
+  bottom row) is image row 0 and the read-back needs no flip. Samples at pixel centres,
+  like ``hand2world.geometry``.
+- One shaded pass gives RGB and, through a second render target (R32F), the camera z-depth of
+  the nearest surface. Real depth test (GL_LESS); no culling: both sides of every triangle
+  are drawn and lit (normals are flipped toward the viewer).
+- Hand masks are *coverage* masks: a pixel belongs to a hand when the hand covers any of its
+  ``mask_scale x mask_scale`` sub-samples (default 3x3; with an odd scale the middle sample is
+  the pixel centre the shaded pass uses, and the projection matrix is the same at any scale).
+  Two cheap id-only passes at that resolution: hands alone (the full hand mask, nothing
+  occludes it) and the scene's depth then the hands (hand pixels not hidden by anything).
+  Coverage rather than centre sampling keeps thin fingertips in the mask at 64-128 px (a
+  fingertip joint is a surface vertex, so its pixel is always touched by the hand), and since
+  both masks use the same sub-samples the visible mask is exactly a subset of the full one.
+- Materials are procedural in the fragment shader (solid, checker, stripes, wood, noise,
+  tiles) from two colours and a scale, evaluated on object-local coordinates so textures
+  move with their objects; nothing is uploaded per texture.
+- Lighting: ambient + one directional key light (Lambert) + a Blinn-Phong highlight.
+- ``LP_NUM_THREADS`` (llvmpipe's raster threads) is left to the caller: worker processes
+  set it to 1 so two workers use two cores without oversubscription.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import moderngl
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PATTERNS", "Material", "WorldRenderer", "projection_from_K"]
+
+#: procedural patterns (``Material.pattern``)
+PATTERNS: tuple[str, ...] = ("solid", "checker", "stripes", "wood", "noise", "tiles")
+
+_VERTEX = """
+#version 330
+uniform mat4 u_model;
+uniform mat4 u_view;
+uniform mat4 u_proj;
+in vec3 in_pos;
+in vec3 in_normal;
+out vec3 v_world;
+out vec3 v_local;
+out vec3 v_normal;
+out vec3 v_local_normal;
+out float v_depth;
+void main() {
+    vec4 world = u_model * vec4(in_pos, 1.0);
+    vec4 cam = u_view * world;
+    v_world = world.xyz;
+    v_local = in_pos;
+    v_normal = mat3(u_model) * in_normal;
+    v_local_normal = in_normal;
+    v_depth = cam.z;
+    gl_Position = u_proj * cam;
+}
+"""
+
+_FRAGMENT = """
+#version 330
+uniform vec3 u_col_a;
+uniform vec3 u_col_b;
+uniform int u_pattern;
+uniform float u_scale;
+uniform float u_shine;
+uniform vec3 u_light_dir;
+uniform vec3 u_light_col;
+uniform vec3 u_ambient;
+uniform vec3 u_eye;
+in vec3 v_world;
+in vec3 v_local;
+in vec3 v_normal;
+in vec3 v_local_normal;
+in float v_depth;
+layout(location = 0) out vec4 out_color;
+layout(location = 1) out float out_depth;
+
+float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
+float vnoise(vec2 p) {
+    vec2 i = floor(p), f = fract(p);
+    vec2 u = f * f * (3.0 - 2.0 * f);
+    return mix(mix(hash(i), hash(i + vec2(1, 0)), u.x), mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), u.x), u.y);
+}
+float fbm(vec2 p) { return 0.5 * vnoise(p) + 0.3 * vnoise(2.03 * p) + 0.2 * vnoise(4.01 * p); }
+
+float pattern(vec2 uv) {
+    vec2 p = uv * u_scale;
+    if (u_pattern == 1) return mod(floor(p.x) + floor(p.y), 2.0);
+    if (u_pattern == 2) return step(0.5, fract(p.x + 0.15 * vnoise(p * 0.5)));
+    if (u_pattern == 3) return smoothstep(0.2, 0.8, fract(p.x * 0.35 + 2.0 * fbm(p * vec2(0.4, 6.0))));
+    if (u_pattern == 4) return fbm(p);
+    if (u_pattern == 5) { vec2 f = abs(fract(p) - 0.5); return step(0.46, max(f.x, f.y)); }
+    return 0.0;
+}
+
+void main() {
+    vec3 an = abs(v_local_normal);
+    vec2 uv = an.z >= max(an.x, an.y) ? v_local.xy : (an.x >= an.y ? v_local.yz : v_local.xz);
+    vec3 albedo = mix(u_col_a, u_col_b, pattern(uv));
+    vec3 n = normalize(v_normal);
+    vec3 view = normalize(u_eye - v_world);
+    if (dot(n, view) < 0.0) n = -n;
+    float diffuse = max(dot(n, u_light_dir), 0.0);
+    vec3 h = normalize(u_light_dir + view);
+    float spec = u_shine > 0.0 ? pow(max(dot(n, h), 0.0), u_shine) * 0.25 : 0.0;
+    vec3 color = albedo * (u_ambient + u_light_col * diffuse) + u_light_col * spec;
+    out_color = vec4(clamp(color, 0.0, 1.0), 1.0);
+    out_depth = v_depth;
+}
+"""
+
+
+_ID_FRAGMENT = """
+#version 330
+uniform float u_id;
+out vec4 out_id;
+void main() { out_id = vec4(u_id / 255.0, 0.0, 0.0, 0.0); }
+"""
+
+
+@dataclass
+class Material:
+    """A procedural surface: ``pattern`` (index into ``PATTERNS``) mixes ``color_a``/``color_b`` (RGB 0..1)."""
+
+    color_a: tuple[float, float, float]
+    color_b: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pattern: int = 0
+    scale: float = 10.0
+    shine: float = 0.0
+
+
+def projection_from_K(K: np.ndarray, height: int, width: int, near: float = 0.02, far: float = 20.0) -> np.ndarray:
+    """OpenGL projection ``[4, 4]`` for OpenCV intrinsics (see module notes; image row 0 = GL row 0)."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    P = np.zeros((4, 4))
+    P[0, 0], P[0, 2] = 2 * fx / width, 2 * cx / width - 1
+    P[1, 1], P[1, 2] = 2 * fy / height, 2 * cy / height - 1
+    P[2, 2], P[2, 3] = (far + near) / (far - near), -2 * far * near / (far - near)
+    P[3, 2] = 1.0
+    return P
+
+
+def _mat(m: np.ndarray) -> bytes:
+    return np.ascontiguousarray(np.asarray(m, dtype=np.float32).T).tobytes()  # GL is column-major
+
+
+class _Drawable:
+    def __init__(self, ctx: moderngl.Context, prog: moderngl.Program, id_prog: moderngl.Program,
+                 vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material, ident: int = 0,
+                 dynamic: bool = False) -> None:
+        data = np.concatenate([vertices, normals], axis=1).astype(np.float32)
+        self.vbo = ctx.buffer(data.tobytes(), dynamic=dynamic)
+        self.ibo = ctx.buffer(np.ascontiguousarray(faces, dtype=np.int32).tobytes())
+        self.vao = ctx.vertex_array(prog, [(self.vbo, "3f 3f", "in_pos", "in_normal")], self.ibo)
+        self.id_vao = ctx.vertex_array(id_prog, [(self.vbo, "3f 12x", "in_pos")], self.ibo)
+        self.material = material
+        self.ident = ident
+        self.model = np.eye(4)
+
+    def release(self) -> None:
+        for obj in (self.vao, self.id_vao, self.vbo, self.ibo):
+            obj.release()
+
+
+class WorldRenderer:
+    """Renders frames of one scene at a time: shaded RGB, depth, and the visible and full hand masks.
+
+    Usage per clip: ``set_camera(K)``, ``set_light(...)``, ``add_mesh(...)`` for static meshes,
+    ``add_hand(side_id, faces, material)`` per hand; then per frame ``set_pose``/``update_hand``
+    and ``render(w2c)``; finally ``clear_scene()``.
+    """
+
+    def __init__(self, height: int, width: int, mask_scale: int = 3) -> None:
+        self.height, self.width, self.mask_scale = height, width, mask_scale
+        self.ctx = moderngl.create_standalone_context(backend="egl")
+        self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+        self.id_prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_ID_FRAGMENT)
+        rb = self.ctx.renderbuffer
+        self.fbo = self.ctx.framebuffer([rb((width, height), 4), rb((width, height), 1, dtype="f4")],
+                                        self.ctx.depth_renderbuffer((width, height)))
+        ms = (width * mask_scale, height * mask_scale)
+        self.mask_fbo = self.ctx.framebuffer([rb(ms, 1)], self.ctx.depth_renderbuffer(ms))
+        self.meshes: list[_Drawable] = []
+        self.hands: dict[int, _Drawable] = {}
+        log.debug("world renderer %dx%d on %s", width, height, self.ctx.info["GL_RENDERER"])
+
+    # ------------------------------------------------------------------ scene set-up
+    def set_camera(self, K: np.ndarray) -> None:
+        """Intrinsics ``K [3, 3]`` in pixels of the render size."""
+        proj = _mat(projection_from_K(np.asarray(K, np.float64), self.height, self.width))
+        self.prog["u_proj"].write(proj)
+        self.id_prog["u_proj"].write(proj)  # the same matrix at any multiple of the size
+
+    def set_light(self, direction: np.ndarray, color: np.ndarray, ambient: np.ndarray) -> None:
+        """Directional light (``direction`` toward the light, world frame), its RGB, and the ambient RGB."""
+        d = np.asarray(direction, np.float64)
+        self.prog["u_light_dir"].value = tuple(d / np.linalg.norm(d))
+        self.prog["u_light_col"].value = tuple(float(c) for c in color)
+        self.prog["u_ambient"].value = tuple(float(c) for c in ambient)
+
+    def add_mesh(self, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material) -> int:
+        """Add a static mesh (object frame); returns its handle for ``set_pose``."""
+        self.meshes.append(_Drawable(self.ctx, self.prog, self.id_prog, vertices, normals, faces, material))
+        return len(self.meshes) - 1
+
+    def set_pose(self, handle: int, model: np.ndarray) -> None:
+        """Object-to-world ``[4, 4]`` of mesh ``handle``."""
+        self.meshes[handle].model = np.asarray(model)
+
+    def add_hand(self, ident: int, num_vertices: int, faces: np.ndarray, material: Material) -> None:
+        """A hand (``ident`` 1 = left, 2 = right) whose world-space vertices change every frame."""
+        zeros = np.zeros((num_vertices, 3), np.float32)
+        self.hands[ident] = _Drawable(self.ctx, self.prog, self.id_prog, zeros, zeros, faces, material, ident,
+                                      dynamic=True)
+
+    def update_hand(self, ident: int, vertices: np.ndarray, normals: np.ndarray) -> None:
+        """World-space ``vertices [V, 3]`` and ``normals [V, 3]`` of hand ``ident`` for the next frame."""
+        self.hands[ident].vbo.write(np.concatenate([vertices, normals], axis=1).astype(np.float32).tobytes())
+
+    def clear_scene(self) -> None:
+        """Release the clip's meshes and hands (context and framebuffer stay)."""
+        for d in [*self.meshes, *self.hands.values()]:
+            d.release()
+        self.meshes, self.hands = [], {}
+
+    # ------------------------------------------------------------------ drawing
+    def _draw(self, d: _Drawable) -> None:
+        m = d.material
+        self.prog["u_model"].write(_mat(d.model))
+        self.prog["u_col_a"].value = tuple(m.color_a)
+        self.prog["u_col_b"].value = tuple(m.color_b)
+        self.prog["u_pattern"].value = int(m.pattern)
+        self.prog["u_scale"].value = float(m.scale)
+        self.prog["u_shine"].value = float(m.shine)
+        d.vao.render(moderngl.TRIANGLES)
+
+    def _draw_id(self, d: _Drawable, ident: int) -> None:
+        self.id_prog["u_model"].write(_mat(d.model))
+        self.id_prog["u_id"].value = float(ident)
+        d.id_vao.render(moderngl.TRIANGLES)
+
+    def _read_mask(self) -> np.ndarray:
+        s = self.mask_scale
+        ids = np.frombuffer(self.mask_fbo.read(components=1, attachment=0), np.uint8)
+        return ids.reshape(self.height, s, self.width, s).max(axis=(1, 3))
+
+    def render(self, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Render one frame.
+
+        Args:
+            w2c: ``[4, 4]`` world-to-camera (OpenCV convention).
+
+        Returns:
+            ``rgb uint8 [H, W, 3]``; ``depth float32 [H, W]`` (camera z of the nearest surface, 0
+            where nothing); ``visible uint8 [H, W]`` and ``full uint8 [H, W]``: hand coverage ids
+            (0 none, else the largest id of the hands covering the pixel) of the hand pixels not
+            hidden by anything, and of the whole hands (nothing occludes them).
+        """
+        w2c = np.asarray(w2c, np.float64)
+        view = _mat(w2c)
+        self.prog["u_view"].write(view)
+        self.id_prog["u_view"].write(view)
+        self.prog["u_eye"].value = tuple(-w2c[:3, :3].T @ w2c[:3, 3])
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        # masks: hands alone, then scene depth + hands
+        self.mask_fbo.use()
+        self.mask_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        for d in self.hands.values():
+            self._draw_id(d, d.ident)
+        full = self._read_mask()
+        self.mask_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        for d in self.meshes:
+            self._draw_id(d, 0)
+        for d in self.hands.values():
+            self._draw_id(d, d.ident)
+        visible = self._read_mask()
+        # shaded scene
+        self.fbo.use()
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        for d in [*self.meshes, *self.hands.values()]:
+            self._draw(d)
+        h, w = self.height, self.width
+        rgba = np.frombuffer(self.fbo.read(components=4, attachment=0), np.uint8).reshape(h, w, 4)
+        depth = np.frombuffer(self.fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(h, w)
+        return rgba[..., :3].copy(), depth.copy(), visible, full
+
+    def release(self) -> None:
+        self.clear_scene()
+        self.fbo.release()
+        self.mask_fbo.release()
+        self.ctx.release()

@@ -1,0 +1,314 @@
+"""Clip synthesis: scene + head motion + scripted hands + contact dynamics -> rendered clips with ground truth.
+
+Design choices:
+- A clip is a pure function of ``(seed, index)`` and the run's settings: its generator is
+  ``numpy.random.default_rng([seed, index])``, torch runs single-threaded while posing hands,
+  the rasteriser is deterministic and the shard writer fixes zip timestamps, so the same seed
+  gives the same bytes whatever the number of workers.
+- Work is split by shard (``shard_size`` clips, default 50): a worker makes a whole shard and
+  writes it atomically, so an interrupted run resumes by skipping complete shards. The run's
+  settings are recorded in ``world.json``; resuming with different settings is refused.
+- Each worker process holds one ``WorldRenderer`` (one EGL context and framebuffer) and one
+  ``HandRig`` for its whole life; workers are spawned (a fresh process per worker, no forked
+  GL or torch state) and run llvmpipe, torch and OpenCV on one thread each.
+- Per clip the hands of all frames are posed in one batched LBS call per hand, vertex
+  normals in one NumPy pass; per frame one GL scene pass reads back RGB + hand id + depth,
+  a hands-only pass gives the full-hand mask, and ``render_control`` draws the control image
+  from the full hand meshes (nothing occludes it).
+- Hand parameters are stored in camera coordinates per frame: for the open model, whose
+  wrist is its origin, ``global_orient_cam = R_w2c R_world`` and ``transl_cam = w2c(wrist)``
+  reproduce the same mesh in the camera frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hand2world.data.clips import MAX_OBJECTS, actions_from, shard_name, write_index, write_shard
+from hand2world.geometry import matrix_to_axis_angle
+from hand2world.hands.skeleton import SIDES
+from hand2world.render import render_control
+from hand2world.world.actions import FREE_SPACE_ACTIONS, sample_script
+from hand2world.world.dynamics import simulate
+from hand2world.world.gl import Material, WorldRenderer
+from hand2world.world.meshes import vertex_normals
+from hand2world.world.rig import HandRig, PosedHand
+from hand2world.world.scene import head_trajectory, sample_scene
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_FPS", "WorldSettings", "make_clip", "synthesize"]
+
+DEFAULT_FPS = 16.0
+CONFIG = "world.json"
+_TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """What a synthetic dataset is a function of (besides the clip index)."""
+
+    frames: int = 33
+    size: int = 128
+    seed: int = 0
+    fps: float = DEFAULT_FPS
+    split: str = "train"
+    shard_size: int = 50
+
+
+class _Engine:
+    """Per-process state: the GL renderer (one context) and the hand rig."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.renderer = WorldRenderer(size, size)
+        self.rig = HandRig()
+
+
+_ENGINE: _Engine | None = None
+
+
+def _engine(size: int) -> _Engine:
+    global _ENGINE
+    if _ENGINE is None or _ENGINE.size != size:
+        if _ENGINE is not None:
+            _ENGINE.renderer.release()
+        _ENGINE = _Engine(size)
+    return _ENGINE
+
+
+def _lift_above_table(hand: PosedHand) -> PosedHand:
+    """Shift each frame up so the hand does not go through the table top (``z = 0``)."""
+    lift = np.maximum(_TABLE_CLEARANCE - hand.vertices[..., 2].min(axis=1), 0.0)  # [T]
+    hand.vertices[..., 2] += lift[:, None]
+    hand.joints[..., 2] += lift[:, None]
+    hand.wrist = hand.wrist + lift[:, None] * [0.0, 0.0, 1.0]
+    return hand
+
+
+def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | None = None) -> dict:
+    """Synthesize clip ``index`` of the dataset described by ``settings``.
+
+    Returns:
+        A clip dict in the ``hand2world.data`` format (arrays plus ``meta``).
+    """
+    timings = {} if timings is None else timings
+    tic = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tic
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - tic
+        tic = now
+
+    T, S, fps = settings.frames, settings.size, settings.fps
+    engine = _engine(S)
+    rng = np.random.default_rng([settings.seed, index])
+    scene = sample_scene(rng)
+    K = scene.K(S, S)
+    c2w, moving = head_trajectory(rng, scene.base_c2w(), T, fps)
+    script = sample_script(rng, scene, engine.rig, T / fps)
+    times = np.arange(T) / fps
+    hands: list[PosedHand] = []
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for track in script.tracks:
+            pos, f, n, anat = track.sample(times)
+            R = engine.rig.rotation(track.side, f, n)
+            hands.append(_lift_above_table(engine.rig.pose(track.side, pos, R, anat, track.betas)))
+    finally:
+        torch.set_num_threads(prev_threads)
+    lap("hands")
+    object_poses = simulate(scene.objects, hands, script, fps)
+    lap("dynamics")
+
+    # ---------------------------------------------------------------- render
+    w2c = np.linalg.inv(c2w)
+    r = engine.renderer
+    r.set_camera(K)
+    r.set_light(scene.light_dir, scene.light_color, scene.ambient)
+    for mesh, material, pose in scene.surfaces:
+        r.set_pose(r.add_mesh(*mesh, material), pose)
+    handles = [r.add_mesh(*o.mesh(), o.material) for o in scene.objects]
+    normals = []
+    for hand, track in zip(hands, script.tracks, strict=True):
+        faces = engine.rig.faces[hand.side]
+        skin = Material(tuple(track.skin), tuple(track.skin * 0.88), pattern=4, scale=160.0, shine=10.0)
+        r.add_hand(SIDES.index(hand.side) + 1, hand.vertices.shape[1], faces, skin)
+        normals.append(vertex_normals(hand.vertices, faces))
+    video = np.empty((T, S, S, 3), np.uint8)
+    control = np.empty((T, S, S, 3), np.uint8)
+    depth = np.empty((T, S, S), np.float32)
+    hand_mask = np.empty((T, S, S), bool)
+    visible = np.empty((T, S, S), bool)
+    cam_verts = [np.einsum("tij,tvj->tvi", w2c[:, :3, :3], h.vertices) + w2c[:, None, :3, 3] for h in hands]
+    lap("setup")
+    try:
+        for t in range(T):
+            for i, handle in enumerate(handles):
+                r.set_pose(handle, object_poses[i, t])
+            for hand, nrm in zip(hands, normals, strict=True):
+                r.update_hand(SIDES.index(hand.side) + 1, hand.vertices[t], nrm[t])
+            rgb, z, vis, full = r.render(w2c[t])
+            video[t], depth[t], visible[t], hand_mask[t] = rgb, z, vis > 0, full > 0
+            lap("render")
+            meshes = [SimpleNamespace(vertices=v[t], faces=engine.rig.faces[h.side], side=h.side)
+                      for v, h in zip(cam_verts, hands, strict=True)]
+            control[t] = render_control(meshes, K, S, S)
+            lap("control")
+    finally:
+        r.clear_scene()
+
+    # ---------------------------------------------------------------- ground truth
+    joints3d = np.full((T, 2, 21, 3), np.nan, np.float32)
+    params = np.full((T, 2, 61), np.nan, np.float32)
+    for hand in hands:
+        s = SIDES.index(hand.side)
+        joints3d[:, s] = np.einsum("tij,tvj->tvi", w2c[:, :3, :3], hand.joints) + w2c[:, None, :3, 3]
+        R_cam = w2c[:, :3, :3] @ hand.rotation
+        params[:, s, :3] = matrix_to_axis_angle(torch.as_tensor(R_cam)).numpy()
+        params[:, s, 3:48] = hand.hand_pose
+        params[:, s, 48:58] = hand.betas
+        params[:, s, 58:] = np.einsum("tij,tj->ti", w2c[:, :3, :3], hand.wrist) + w2c[:, :3, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uvw = joints3d.astype(np.float64) @ K.T
+        joints2d = (uvw[..., :2] / uvw[..., 2:]).astype(np.float32)
+    n_obj = len(scene.objects)
+    poses = np.full((T, MAX_OBJECTS, 4, 4), np.nan, np.float32)
+    info = np.zeros((MAX_OBJECTS, 8), np.float32)
+    if n_obj:
+        poses[:, :n_obj] = object_poses.transpose(1, 0, 2, 3)
+    for i, o in enumerate(scene.objects):
+        info[i] = [o.kind_id, *o.size, *o.material.color_a, 1.0]
+    moved = np.linalg.norm(object_poses[:, -1, :3, 3] - object_poses[:, 0, :3, 3], axis=-1) if n_obj else np.zeros(0)
+    path = (np.linalg.norm(np.diff(object_poses[:, :, :3, 3], axis=1), axis=-1).sum(1) if n_obj else np.zeros(0))
+    meta = {
+        "source": "world", "action": script.action, "contact": script.contact,
+        "free_space": script.action in FREE_SPACE_ACTIONS, "target": script.target,
+        "target_moved": float(moved[script.target]) if script.target >= 0 else 0.0,
+        "objects_path": float(path.sum()), "head_moving": bool(moving), "num_hands": len(hands),
+        "primary_side": script.tracks[0].side, "num_objects": n_obj, "fps": fps, "frames": T, "size": S,
+        "split": settings.split, "seed": settings.seed,
+        **{k: v for k, v in script.extra.items() if isinstance(v, str | int | float | bool)},
+    }
+    present = np.array([s in {h.side for h in hands} for s in SIDES])
+    lap("ground_truth")
+    return {
+        "video": video, "control": control, "K": K.astype(np.float32), "c2w": c2w.astype(np.float32),
+        "joints3d": joints3d, "joints2d": joints2d, "hand_mask": hand_mask, "visible_mask": visible,
+        "depth": depth, "actions": actions_from(c2w, joints3d), "hand_params": params, "hands_present": present,
+        "object_poses": poses, "object_info": info, "meta": meta,
+    }
+
+
+def _shard_range(k: int, clips: int, shard_size: int) -> tuple[int, int]:
+    return k * shard_size, min((k + 1) * shard_size, clips)
+
+
+def _shard_len(k: int, clips: int, shard_size: int) -> int:
+    lo, hi = _shard_range(k, clips, shard_size)
+    return hi - lo
+
+
+def _make_shard(task: tuple[str, int, int, WorldSettings]) -> tuple[int, int, dict[str, float]]:
+    out, k, clips, settings = task
+    lo, hi = _shard_range(k, clips, settings.shard_size)
+    timings: dict[str, float] = {}
+    made = [make_clip(i, settings, timings) for i in range(lo, hi)]
+    t0 = time.perf_counter()
+    write_shard(out, k, made, first=lo)
+    timings["write"] = time.perf_counter() - t0
+    return k, hi - lo, timings
+
+
+def _init_worker() -> None:
+    os.environ["LP_NUM_THREADS"] = "1"  # before the worker's GL context exists
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _complete(path: Path, expected: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(n.endswith("/meta.json") for n in zf.namelist()) == expected
+    except zipfile.BadZipFile:
+        return False
+
+
+def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: int = 128, seed: int = 0,
+               workers: int = 1, *, fps: float = DEFAULT_FPS, split: str = "train", shard_size: int = 50,
+               progress: bool = True) -> dict:
+    """Write ``clips`` synthetic clips to ``out_dir`` (resumable; same seed, same bytes).
+
+    Args:
+        out_dir: dataset folder (``hand2world.data`` format).
+        clips, frames, size: number of clips, frames per clip, square frame size in pixels.
+        seed: the run's seed; clip ``i`` depends only on ``(seed, i)`` and the settings.
+        workers: processes (each renders with one CPU thread).
+        fps, split, shard_size: frame rate, split label written to every clip, clips per shard.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"index": <index.json>, "made": clips made now, "skipped": clips already there,
+        "seconds": wall time, "timings": summed seconds per stage}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = WorldSettings(frames, size, seed, fps, split, shard_size)
+    cfg_path = out / CONFIG
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old != asdict(settings):
+            raise ValueError(f"{out} holds clips made with {old}; asked for {asdict(settings)} (use another folder)")
+    else:
+        cfg_path.write_text(json.dumps(asdict(settings), indent=1, sort_keys=True))
+    shards = (clips + shard_size - 1) // shard_size
+    todo = [k for k in range(shards) if not _complete(out / shard_name(k), _shard_len(k, clips, shard_size))]
+    skipped = clips - sum(_shard_len(k, clips, shard_size) for k in todo)
+    for k in range(shards, shards + 10**6):  # a smaller run than before: drop shards beyond it
+        path = out / shard_name(k)
+        if not path.exists():
+            break
+        path.unlink()
+    timings: dict[str, float] = {}
+    tasks = [(str(out), k, clips, settings) for k in todo]
+    t0 = time.perf_counter()
+    bar = tqdm(total=clips, initial=skipped, unit="clip", desc="world synth", disable=not progress)
+    try:
+        if workers <= 1:
+            results = map(_make_shard, tasks)
+            pool = None
+        else:
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(_make_shard, tasks)
+        for _, n, tm in results:
+            for key, v in tm.items():
+                timings[key] = timings.get(key, 0.0) + v
+            bar.update(n)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    index = write_index(out, extra={"world": asdict(settings)})
+    log.info("world synth: %d clips in %s (%d made in %.1f s, %d already there)", index["num_clips"], out,
+             clips - skipped, seconds, skipped)
+    return {"index": index, "made": clips - skipped, "skipped": skipped, "seconds": seconds, "timings": timings}
