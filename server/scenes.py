@@ -35,6 +35,7 @@ DEFAULT_SCENE = "coffee"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_UPLOADS_PER_TOKEN = 8
+MAX_UPLOADS_TOTAL = 256  # across all tokens: new tokens are free, disk is not
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
 _TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 _UPLOAD_RE = re.compile(r"^upload:([0-9a-f]{32})$")
@@ -70,8 +71,9 @@ def load_builtin(name: str) -> np.ndarray:
 class SceneStore:
     """Built-in scenes plus uploads kept per token under ``root`` (a fresh temp folder by default)."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, max_total: int = MAX_UPLOADS_TOTAL) -> None:
         self._own_root = root is None
+        self.max_total = max_total
         self.root = Path(tempfile.mkdtemp(prefix="hand2world-uploads-") if root is None else root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -138,6 +140,8 @@ class SceneStore:
             folder.mkdir(exist_ok=True)
             if len(list(folder.glob("*.png"))) >= MAX_UPLOADS_PER_TOKEN:
                 raise SceneError(f"at most {MAX_UPLOADS_PER_TOKEN} uploads per token", 429)
+            if len(list(self.root.glob("*/*.png"))) >= self.max_total:
+                raise SceneError(f"the server holds its limit of {self.max_total} uploads; try later", 429)
             sid = secrets.token_hex(16)
             ok, png = cv2.imencode(".png", bgr)
             if not ok:

@@ -131,6 +131,7 @@ def test_uploads_are_checked_and_kept_per_token(tmp_path):
     # everything written lies in the token's folder, under a server-made name
     files = [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
     assert len(files) == 1 and files[0].parent.name == token and files[0].suffix == ".png"
+    assert files[0].parent.parent == (tmp_path / "uploads").resolve()
 
     for data, status in [(b"GIF89a" + b"\0" * 100, 415), (b"%PDF-1.4 hello", 415), (b"", 400),
                          (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, 415), (b"\xff\xd8\xff" + b"\0" * (9 << 20), 413)]:
@@ -139,6 +140,15 @@ def test_uploads_are_checked_and_kept_per_token(tmp_path):
         assert err.value.status == status
     with pytest.raises(SceneError, match="bad token"):
         store.save_upload(_png(), "../../tmp")
+    for _ in range(7):
+        store.save_upload(_png(), token)
+    with pytest.raises(SceneError, match="per token") as err:  # 8 per token
+        store.save_upload(_png(), token)
+    assert err.value.status == 429
+    store.max_total = 9
+    store.save_upload(_png(), None)  # a new token still gets one ...
+    with pytest.raises(SceneError, match="limit"):  # ... until the store is full
+        store.save_upload(_png(), None)
 
 
 def test_decompression_bomb_is_refused_from_the_header(tmp_path):
