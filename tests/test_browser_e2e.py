@@ -128,13 +128,27 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
         finally:
             await browser.close()
     result["server_url"] = url
+    import socket
+
+    result["interfaces"] = [name for _, name in socket.if_nameindex()]
     return result
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` without iproute2 (SIOCGIFFLAGS / SIOCSIFFLAGS on ``lo``)."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))
 
 
 def _can_run() -> str | None:
     if os.geteuid() != 0:
         return "needs root for unshare -n"
-    for tool in ("unshare", "ip", "ffmpeg"):
+    for tool in ("unshare", "ffmpeg"):
         if shutil.which(tool) is None:
             return f"{tool} missing"
     if not Path(CHROMIUM).exists():
@@ -156,11 +170,11 @@ def test_browser_tracks_hand_and_receives_conditioned_frames(cup_video, tmp_path
         pytest.skip(reason)
     y4m = make_y4m(cup_video, tmp_path / "cup.y4m")
     out = tmp_path / "result.json"
-    cmd = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --y4m {y4m} --out {out}"
-    proc = subprocess.run(["unshare", "-n", "sh", "-c", cmd], capture_output=True, text=True, timeout=400,
-                          cwd=Path(__file__).resolve().parent.parent)
+    cmd = ["unshare", "-n", sys.executable, str(Path(__file__).resolve()), "--y4m", str(y4m), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
+    assert r["interfaces"] == ["lo"]  # the browser and the server ran where only loopback exists
     page, stats = r["page"], r["page"]["stats"]
     assert "PREVIEW" in r["badge"] and "not generated" in r["badge"]
     assert page["detected"] >= 10, r["timeline"]  # MediaPipe found the hand in the page
@@ -186,5 +200,6 @@ if __name__ == "__main__":
     parser.add_argument("--y4m", required=True)
     parser.add_argument("--out", required=True)
     a = parser.parse_args()
+    loopback_up()  # a fresh namespace has lo down
     res = asyncio.run(drive(Path(a.y4m), Path(a.out).parent))
     Path(a.out).write_text(json.dumps(res, indent=1))
