@@ -89,9 +89,20 @@ def test_webrtc_client_gets_50_conditioned_frames(cup_messages):
             async with httpx.AsyncClient() as http:
                 health = (await http.get(f"{url}/healthz")).json()
             frame = client.last_frame
-            await client.close()
-            return client, stats, health, frame
-    client, stats, health, frame = asyncio.run(run())
+            await client.close()  # the client hangs up: its session is released
+
+            async def live() -> int:
+                async with httpx.AsyncClient() as http:
+                    return (await http.get(f"{url}/healthz")).json()["sessions"]
+            released = False
+            for _ in range(50):
+                if await live() == 0:
+                    released = True
+                    break
+                await asyncio.sleep(0.2)
+            return client, stats, health, frame, released
+    client, stats, health, frame, released = asyncio.run(run())
+    assert released
     assert stats["mode"] == "preview" and stats["source"] == "preview" and stats["scene"] == "coffee"
     assert stats["hands_seen"] >= 50 and stats["frames_out"] >= 50 and stats["errors"] == 0
     assert stats["control_pixels"] > 500  # the control render shows the tracked hand
