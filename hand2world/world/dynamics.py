@@ -104,6 +104,7 @@ def simulate(objects: list[SceneObject], hands: list[PosedHand], script: Script,
                 if rel is None:
                     rel = np.linalg.inv(hand_T[t]) @ pose
                 pose = hand_T[t] @ rel
+                pose[2, 3] = max(pose[2, 3], 0.0)  # the table stops a carried object (it slips in the hand)
                 velocity[i] = 0.0
             else:
                 if not (grasp and i == script.target):

@@ -12,7 +12,7 @@ Design choices:
   the nearest surface. Real depth test (GL_LESS); no culling: both sides of every triangle
   are drawn and lit (normals are flipped toward the viewer).
 - Hand masks are *coverage* masks: a pixel belongs to a hand when the hand covers any of its
-  ``mask_scale x mask_scale`` sub-samples (default 3x3; with an odd scale the middle sample is
+  ``mask_scale x mask_scale`` sub-samples (default 5x5; with an odd scale the middle sample is
   the pixel centre the shaded pass uses, and the projection matrix is the same at any scale).
   Two cheap id-only passes at that resolution: hands alone (the full hand mask, nothing
   occludes it) and the scene's depth then the hands (hand pixels not hidden by anything).
@@ -180,7 +180,7 @@ class WorldRenderer:
     and ``render(w2c)``; finally ``clear_scene()``.
     """
 
-    def __init__(self, height: int, width: int, mask_scale: int = 3) -> None:
+    def __init__(self, height: int, width: int, mask_scale: int = 5) -> None:
         self.height, self.width, self.mask_scale = height, width, mask_scale
         self.ctx = moderngl.create_standalone_context(backend="egl")
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)

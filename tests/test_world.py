@@ -1,0 +1,193 @@
+"""Synthetic world: the issue's floors on a small run, plus renderer, dynamics, determinism, resume, CLI, preview."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hand2world.data import ACTION_DIM, ClipDataset
+from hand2world.world import CONTACT_ACTIONS, FREE_SPACE_ACTIONS, synthesize
+
+CLIPS, FRAMES, SIZE = 32, 17, 64
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    result = synthesize(root, CLIPS, FRAMES, SIZE, seed=0, workers=1, shard_size=16, progress=False)
+    assert result["made"] == CLIPS
+    return root, ClipDataset(root)
+
+
+def test_clip_format(world):
+    _, ds = world
+    assert len(ds) == CLIPS
+    c = ds[0]
+    t, s = FRAMES, SIZE
+    shapes = {"video": (t, s, s, 3), "control": (t, s, s, 3), "K": (3, 3), "c2w": (t, 4, 4),
+              "joints3d": (t, 2, 21, 3), "joints2d": (t, 2, 21, 2), "hand_mask": (t, s, s), "visible_mask": (t, s, s),
+              "depth": (t, s, s), "actions": (t, ACTION_DIM), "hand_params": (t, 2, 61), "hands_present": (2,),
+              "object_poses": (t, 6, 4, 4), "object_info": (6, 8)}
+    for key, shape in shapes.items():
+        assert c[key].shape == shape, key
+    assert c["video"].dtype == np.uint8 and c["hand_mask"].dtype == bool and c["depth"].dtype == np.float32
+    assert c["action"] and c["split"] == "train" and c["seed"] == 0 and c["fps"] == 16.0
+    for i in range(CLIPS):
+        c = ds[i]
+        present = c["hands_present"]
+        assert present.any()
+        for side in range(2):  # NaN exactly where a hand is absent
+            assert np.isnan(c["joints3d"][:, side]).all() == (not present[side])
+            assert np.isfinite(c["joints3d"][:, side]).all() == present[side]
+        # actions: relative camera + joints
+        rel = np.linalg.inv(c["c2w"][0].astype(np.float64)) @ c["c2w"].astype(np.float64)
+        np.testing.assert_allclose(c["actions"][:, :9], rel[:, :3, :3].reshape(t, 9), atol=1e-5)
+        np.testing.assert_allclose(c["actions"][:, 12:], np.nan_to_num(c["joints3d"]).reshape(t, -1), atol=1e-6)
+
+
+def test_ground_truth_agrees_with_pixels(world):
+    _, ds = world
+    inside = total = 0
+    for i in range(CLIPS):
+        c = ds[i]
+        assert not (c["visible_mask"] & ~c["hand_mask"]).any(), "visible_mask must be a subset of hand_mask"
+        j3 = c["joints3d"].astype(np.float64)
+        uvw = j3 @ c["K"].astype(np.float64).T
+        uv = uvw[..., :2] / uvw[..., 2:]
+        np.testing.assert_allclose(uv[np.isfinite(uv)], c["joints2d"][np.isfinite(uv)], atol=1e-3)
+        t_idx, side, joint = np.nonzero(np.isfinite(j3[..., 2]) & (j3[..., 2] > 0))
+        u, v = uv[t_idx, side, joint, 0], uv[t_idx, side, joint, 1]
+        ok = (u >= 0) & (u < SIZE) & (v >= 0) & (v < SIZE)  # joints that project into the image
+        hit = c["hand_mask"][t_idx[ok], v[ok].astype(int), u[ok].astype(int)]
+        inside += int(hit.sum())
+        total += int(ok.sum())
+        # the control render draws the full hands: its (centre-sampled) pixels lie in the (coverage) hand_mask
+        drawn = c["control"].any(axis=-1)
+        assert (drawn & ~c["hand_mask"]).sum() <= 0.01 * drawn.sum() + 2, i
+        assert drawn.sum() >= 0.6 * c["hand_mask"].sum(), i
+        # depth: positive everywhere something is drawn (the room encloses the scene)
+        assert (c["depth"] > 0).mean() > 0.99
+    assert total > 5000
+    assert inside / total >= 0.99, inside / total
+
+
+def test_occlusion_head_motion_and_contacts(world):
+    root, ds = world
+    occluded = moving_head = 0
+    seen_contact = seen_free = 0
+    for i in range(CLIPS):
+        c = ds[i]
+        meta = ds.metas[i]
+        full = c["hand_mask"].sum(axis=(1, 2))
+        vis = c["visible_mask"].sum(axis=(1, 2))
+        occluded += bool(((vis < 0.8 * full) & (full >= 8)).any())
+        moving = not np.allclose(c["c2w"], c["c2w"][:1], atol=1e-6)
+        assert moving == meta["head_moving"]
+        moving_head += moving
+        n_obj = int(c["object_info"][:, 7].sum())
+        poses = c["object_poses"][:, :n_obj].astype(np.float64)
+        assert n_obj >= 1 and np.isnan(c["object_poses"][:, n_obj:]).all()
+        assert (poses[:, :, 2, 3] >= -1e-6).all(), "objects never sink into the table"
+        np.testing.assert_allclose(poses[-1, :, 2, 3], 0.0, atol=1e-6)  # everything rests on the table at the end
+        shift = np.linalg.norm(poses[:, :, :3, 3] - poses[:1, :, :3, 3], axis=-1).max(axis=0)  # [N_obj]
+        if c["action"] in CONTACT_ACTIONS:
+            seen_contact += 1
+            assert shift[meta["target"]] > 0.01, (i, c["action"], shift)
+        if c["action"] in FREE_SPACE_ACTIONS:
+            seen_free += 1
+            assert shift.max() == 0.0, (i, c["action"], shift)
+    assert seen_contact >= 5 and seen_free >= 3
+    assert occluded / CLIPS >= 0.25, occluded / CLIPS
+    assert moving_head / CLIPS >= 0.5, moving_head / CLIPS
+
+
+def test_same_seed_same_bytes_any_workers(tmp_path):
+    a = synthesize(tmp_path / "a", 3, 7, 48, seed=5, workers=1, shard_size=2, progress=False)
+    b = synthesize(tmp_path / "b", 3, 7, 48, seed=5, workers=2, shard_size=2, progress=False)
+    assert a["index"]["num_clips"] == b["index"]["num_clips"] == 3
+    for name in ("shard-00000.zip", "shard-00001.zip", "index.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    c = synthesize(tmp_path / "c", 2, 7, 48, seed=6, workers=1, shard_size=2, progress=False)
+    assert c["index"]["num_clips"] == 2
+    assert (tmp_path / "c" / "shard-00000.zip").read_bytes() != (tmp_path / "a" / "shard-00000.zip").read_bytes()
+
+
+def test_resume_and_cli(tmp_path):
+    from hand2world.cli import main
+
+    out = tmp_path / "ds"
+    args = ["world", "synth", "--clips", "4", "--frames", "5", "--size", "32", "--seed", "2", "--out", str(out),
+            "--shard-size", "2"]
+    assert main(args) == 0
+    before = (out / "shard-00001.zip").read_bytes()
+    (out / "shard-00001.zip").unlink()
+    again = synthesize(out, 4, 5, 32, seed=2, shard_size=2, progress=False)
+    assert again["made"] == 2 and again["skipped"] == 2
+    assert (out / "shard-00001.zip").read_bytes() == before
+    with pytest.raises(ValueError, match="made with"):
+        synthesize(out, 4, 5, 32, seed=3, shard_size=2, progress=False)
+    sheet = tmp_path / "sheet.png"
+    assert main(["world", "preview", str(out), "--out", str(sheet), "--clips", "2"]) == 0
+    from hand2world.io import read_image
+
+    img = read_image(sheet)
+    assert img.shape[1] == 3 * 4 * 128 and img.shape[0] == 2 * (128 + 22)
+    assert img.std() > 10
+
+
+def test_renderer_projection_and_depth():
+    from hand2world.world.gl import Material, WorldRenderer
+    from hand2world.world.meshes import make_mesh
+
+    r = WorldRenderer(48, 64)
+    try:
+        K = np.array([[50.0, 0, 30.0], [0, 50.0, 20.0], [0, 0, 1]])
+        r.set_camera(K)
+        r.set_light(np.array([0, 0, -1.0]), np.ones(3), np.full(3, 0.3))
+        v, n, f = make_mesh("sphere", np.array([0.1, 0.1, 0.1]))
+        h = r.add_mesh(v, n, f, Material((1.0, 0.0, 0.0)))
+        pose = np.eye(4)
+        pose[:3, 3] = [0.1, 0.0, 0.95]  # base at z 0.95 along the object's z: centre at (0.1, 0, 1.0) (w2c = I)
+        r.set_pose(h, pose)
+        r.add_hand(2, len(v), f, Material((0.0, 1.0, 0.0)))
+        r.update_hand(2, v + [0.15, 0.0, 1.45], n)  # a second sphere right behind the first (centre z 1.5)
+        rgb, depth, visible, full = r.render(np.eye(4))
+    finally:
+        r.release()
+    ys, xs = np.nonzero(rgb[..., 0] > 0)
+    # centroid at K @ (0.1, 0, 1) = (35, 20); radius ~ 50 * 0.05 = 2.5 px
+    assert abs(xs.mean() + 0.5 - 35.0) < 0.3 and abs(ys.mean() + 0.5 - 20.0) < 0.3
+    assert abs(depth[20, 35] - 0.95) < 0.01 and depth[0, 0] == 0.0
+    assert full[20, 35] == 2 and visible[20, 35] == 0  # the hand sphere is fully hidden by the red one
+    assert not (visible & ~full).any()
+
+
+def test_push_slides_and_grasp_carries():
+    from hand2world.world.actions import Script
+    from hand2world.world.dynamics import simulate
+    from hand2world.world.gl import Material
+    from hand2world.world.rig import PosedHand
+    from hand2world.world.scene import SceneObject
+
+    fps, T = 16.0, 40
+    box = SceneObject("box", np.array([0.06, 0.06, 0.08]), Material((1, 0, 0)), np.eye(4))
+    # a hand "plate" of points moving along +y through the box for 10 frames, then stopping
+    grid = np.stack(np.meshgrid(np.linspace(-0.03, 0.03, 7), [0.0], np.linspace(0.01, 0.06, 6)), -1).reshape(-1, 3)
+    y = np.concatenate([np.linspace(-0.08, 0.02, 11), np.full(T - 11, 0.02)])
+    verts = grid[None] + np.stack([np.zeros(T), y, np.zeros(T)], -1)[:, None]
+    hand = PosedHand(np.repeat(verts, 3, axis=1), np.zeros((T, 21, 3)), np.tile(np.eye(3), (T, 1, 1)),
+                     np.zeros((T, 3)), np.zeros((T, 45)), np.zeros(10), "right")
+    poses = simulate([box], [hand], Script("push", 0, []), fps)
+    yb = poses[0, :, 1, 3]
+    assert yb[10] > 0.04  # pushed ahead of the hand (front face at hand y + 0.03)
+    assert yb[-1] > yb[10] + 1e-3  # kept sliding after the hand stopped
+    assert np.allclose(yb[-3:], yb[-1])  # and friction stopped it
+    # grasp: attached between 0.5 s and 1.5 s, carried up and over, then falls back to the table
+    wrist = np.stack([np.linspace(0, 0.2, T), np.zeros(T), 0.1 * np.sin(np.linspace(0, np.pi, T))], -1)
+    far = PosedHand(np.full((T, 3, 3), 5.0), np.zeros((T, 21, 3)), np.tile(np.eye(3), (T, 1, 1)), wrist,
+                    np.zeros((T, 45)), np.zeros(10), "right")
+    poses = simulate([box], [far], Script("grasp", 0, [], attach_t=0.5, release_t=1.5, grasp_track=0), fps)
+    p = poses[0, :, :3, 3]
+    assert np.allclose(p[:8], 0.0) and p[20, 2] > 0.03 and p[20, 0] > 0.05  # follows the wrist from frame 8
+    np.testing.assert_allclose(p[12:24], wrist[12:24] - wrist[8], atol=1e-9)
+    assert p[-1, 2] == 0.0 and p[-1, 0] > 0.07  # released in the air: fell, rests on the table further along
