@@ -8,6 +8,8 @@
 // - Landmarks are sent for the raw (unmirrored) camera frame; the preview is mirrored by CSS only.
 // - The head pose is a camera-to-world matrix in the OpenCV convention (x right, y down, z forward),
 //   sent row-major; mouse drag turns it, keys move it, R / "Reset view" resets it.
+// - WebXR mode (shown only where a headset offers immersive sessions with hand tracking): the 25
+//   XRHand joints and the viewer pose go out as `xrhands` messages; the server maps them to 21.
 // - `window.h2w` exposes the live state (stats, counters) for people debugging and for tests.
 
 import { FilesetResolver, HandLandmarker } from "/vendor/tasks-vision/vision_bundle.mjs";
@@ -221,15 +223,17 @@ async function waitIce(pc) {
   });
 }
 
-async function start() {
+async function start({ webcam = true } = {}) {
   $("start").disabled = true;
   try {
-    status("opening the webcam…");
-    state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
-    const video = $("webcam");
-    video.srcObject = state.stream;
-    await video.play();
-    if (!state.landmarker) { status("loading the hand tracker…"); state.landmarker = await createLandmarker(); }
+    if (webcam) {
+      status("opening the webcam…");
+      state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+      const video = $("webcam");
+      video.srcObject = state.stream;
+      await video.play();
+      if (!state.landmarker) { status("loading the hand tracker…"); state.landmarker = await createLandmarker(); }
+    }
     status("connecting…");
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
@@ -257,7 +261,7 @@ async function start() {
     await pc.setRemoteDescription(answer);
     state.running = true;
     $("stop").disabled = false;
-    requestAnimationFrame(track);
+    if (webcam) requestAnimationFrame(track);
   } catch (err) {
     status(`could not start: ${err.message || err}`, true);
     stop();
@@ -266,6 +270,7 @@ async function start() {
 
 function stop() {
   state.running = false;
+  if (state.xr) state.xr.end().catch(() => {});
   if (state.recorder && state.recorder.state !== "inactive") state.recorder.stop();
   if (state.pc) state.pc.close();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
@@ -273,6 +278,63 @@ function stop() {
   $("start").disabled = false;
   $("stop").disabled = true;
   $("record").disabled = true;
+}
+
+// ---------- WebXR mode (headsets: hand joints + viewer pose, no webcam) ----------
+// Untested on a device here (no headset on the build machines); the server side of `xrhands`
+// (25 -> 21 joints, projection into the session camera) is covered by the Python tests.
+const XR_JOINTS = ["wrist",
+  "thumb-metacarpal", "thumb-phalanx-proximal", "thumb-phalanx-distal", "thumb-tip",
+  ...["index-finger", "middle-finger", "ring-finger", "pinky-finger"].flatMap((f) =>
+    ["metacarpal", "phalanx-proximal", "phalanx-intermediate", "phalanx-distal", "tip"].map((j) => `${f}-${j}`))];
+
+function glToCvRowMajor(m) {  // column-major WebXR (y up, -z forward) -> row-major OpenCV camera-to-world
+  const out = new Array(16);
+  for (let r = 0; r < 4; r++) {
+    for (let c = 0; c < 4; c++) out[r * 4 + c] = m[c * 4 + r] * (c === 1 || c === 2 ? -1 : 1);
+  }
+  return out;
+}
+
+async function xrMode() {
+  if (!navigator.xr) return null;
+  for (const mode of ["immersive-ar", "immersive-vr"]) {
+    if (await navigator.xr.isSessionSupported(mode).catch(() => false)) return mode;
+  }
+  return null;
+}
+
+async function startXR(mode) {
+  if (!state.running) await start({ webcam: false });
+  const session = await navigator.xr.requestSession(mode, {
+    requiredFeatures: ["hand-tracking"], optionalFeatures: ["local-floor", "dom-overlay"],
+    domOverlay: { root: document.body },
+  });
+  state.xr = session;
+  const gl = document.createElement("canvas").getContext("webgl2", { xrCompatible: true });
+  session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl) });
+  const space = await session.requestReferenceSpace("local-floor").catch(() => session.requestReferenceSpace("local"));
+  session.addEventListener("end", () => { state.xr = null; });
+  const onFrame = (t, frame) => {
+    if (!state.xr) return;
+    session.requestAnimationFrame(onFrame);
+    const viewer = frame.getViewerPose(space);
+    if (!viewer) return;
+    const hands = [];
+    for (const source of session.inputSources) {
+      if (!source.hand || !["left", "right"].includes(source.handedness)) continue;
+      const joints = [];
+      for (const name of XR_JOINTS) {
+        const pose = frame.getJointPose(source.hand.get(name), space);
+        if (!pose) break;
+        const p = pose.transform.position;
+        joints.push([r5(p.x), r5(p.y), r5(p.z)]);
+      }
+      if (joints.length === 25) hands.push({ side: source.handedness, joints });
+    }
+    if (send({ type: "xrhands", t, hands, head: { c2w: glToCvRowMajor(viewer.transform.matrix) } })) state.messagesSent += 1;
+  };
+  session.requestAnimationFrame(onFrame);
 }
 
 // ---------- recording ----------
@@ -306,12 +368,17 @@ async function boot() {
   await loadScenes();
   setupHeadControls();
   renderHud();
-  $("start").onclick = start;
+  $("start").onclick = () => start();
   $("stop").onclick = stop;
   $("reset-view").onclick = resetView;
   $("record").onclick = toggleRecord;
   $("scene").onchange = () => { if (state.running) sendScene(); };
   $("upload").onchange = (e) => upload(e.target.files[0]);
+  const mode = await xrMode();
+  if (mode) {
+    $("xr").hidden = false;
+    $("xr").onclick = () => startXR(mode).catch((err) => status(`WebXR: ${err.message || err}`, true));
+  }
   state.ready = true;
   if (kiosk) start();
 }
