@@ -52,6 +52,10 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
+class SessionUnavailable(RuntimeError):
+    """A session could not be built (e.g. a missing model asset); the message says why."""
+
+
 class Registry:
     """Live sessions, capped at ``max_sessions``."""
 
@@ -68,7 +72,11 @@ class Registry:
         async with self._lock:
             if len(self.sessions) >= self.config.max_sessions:
                 return None
-            session = await asyncio.to_thread(Session, self.config, self.scenes, token)
+            try:
+                session = await asyncio.to_thread(Session, self.config, self.scenes, token)
+            except Exception as exc:
+                log.exception("could not create a session")
+                raise SessionUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self.sessions[session.id] = session
             self.sessions_total += 1
             return session
@@ -205,7 +213,10 @@ def create_app(config: ServerConfig | None = None, upload_root: str | Path | Non
         scene, token = data.get("scene", DEFAULT_SCENE), data.get("token")
         if not isinstance(scene, str) or (token is not None and not isinstance(token, str)):
             return _error(400, "bad_offer", "scene and token must be strings")
-        session = await registry.create(token)
+        try:
+            session = await registry.create(token)
+        except SessionUnavailable as exc:
+            return _error(500, "server_error", str(exc))
         if session is None:
             return _error(503, "busy", f"server at its limit of {config.max_sessions} sessions; retry later")
         try:

@@ -40,6 +40,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     config = _config(args)
+    if config.source != "preview":  # fail fast, before serving, when the generator cannot load
+        from hand2world.server.sources import load_source
+
+        try:
+            load_source(config.source, config.height, config.width, config.fov_deg, config.weights, config.device)
+        except (RuntimeError, ValueError, OSError) as exc:
+            log.error("cannot start the %s source: %s", config.source, exc)
+            return 2
     app = create_app(config, upload_root=args.uploads)
     logging.getLogger("aioice").setLevel(logging.WARNING)
     log.info("hand2world live (%s mode): open http://%s:%d/", "preview" if config.source == "preview"

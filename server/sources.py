@@ -164,7 +164,12 @@ def load_source(kind: str = "preview", height: int = 240, width: int = 320, fov_
         except ImportError as exc:
             raise RuntimeError("the streaming video generator is not available yet "
                                "(hand2world.stream.StreamingGenerator); run with the preview source") from exc
-        gen = StreamingGenerator.from_pretrained(weights or "default", device=device)
+        gen = StreamingGenerator.from_pretrained(weights or "default")
+        if device != "cpu" and hasattr(gen, "to"):
+            gen = gen.to(device)
         gen.name, gen.mode = getattr(gen, "name", "generator"), "generator"
+        if (getattr(gen, "height", height), getattr(gen, "width", width)) != (height, width):
+            raise ValueError(f"the generator runs at {gen.height}x{gen.width}; start the server with "
+                             f"--height {gen.height} --width {gen.width}")
         return gen
     raise ValueError(f"unknown frame source {kind!r}; expected 'preview' or 'generator'")

@@ -102,8 +102,13 @@ async def track_incoming_video(track: MediaStreamTrack, session: Session) -> Non
             latest[0] = await track.recv()  # older frames are simply overwritten (skipped)
             fresh.set()
 
+    try:
+        tracker = await asyncio.to_thread(HandTracker, num_hands=2, mode="video")
+    except Exception as exc:  # noqa: BLE001 - e.g. the model bundle is missing: tell the client, keep the session
+        log.error("session %s: server-side tracking unavailable: %s", session.id, exc)
+        session.emit({"type": "error", "error": "tracking_unavailable", "detail": str(exc)})
+        return
     read_task = asyncio.create_task(reader())
-    tracker = await asyncio.to_thread(HandTracker, num_hands=2, mode="video")
     t0 = time.perf_counter()
     try:
         while not session.closed:

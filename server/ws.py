@@ -65,7 +65,12 @@ async def serve_websocket(ws: WebSocket, new_session: Callable[[], Awaitable[Ses
         return
     except WebSocketDisconnect:
         return
-    session = await new_session()
+    try:
+        session = await new_session()
+    except RuntimeError as exc:  # SessionUnavailable
+        await ws.send_json({"type": "error", "error": "server_error", "detail": str(exc)})
+        await ws.close(1011)
+        return
     if session is None:
         await ws.send_json({"type": "error", "error": "busy", "detail": "server at its session limit; retry later"})
         await ws.close(1013)

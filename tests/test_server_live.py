@@ -373,3 +373,27 @@ def test_headset_xrhands_over_websocket():
     c = asyncio.run(run())
     assert not c.errors, c.errors
     assert c.stats["hands_seen"] >= 10 and c.frames >= 10 and c.stats["control_pixels"] > 500
+
+
+def test_unavailable_frame_source_is_a_clear_error():
+    """A source that cannot load (the generator without weights) answers 500 / 1011 with the reason."""
+    config = ServerConfig(ice_hosts=("127.0.0.1",), source="generator", weights="/nonexistent/weights")
+
+    async def run():
+        async with LocalServer(create_app(config)) as url:
+            client = WebRTCClient()
+            with pytest.raises(RuntimeError) as err:
+                await client.connect(url)
+            await client.close()
+            async with websockets.connect(_ws_url(url)) as ws:
+                await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+                msg = json.loads(await ws.recv())
+                await ws.wait_closed()
+                code = ws.close_code
+            async with httpx.AsyncClient() as http:
+                health = (await http.get(f"{url}/healthz")).json()
+            return str(err.value), msg, code, health
+    offer_error, msg, code, health = asyncio.run(run())
+    assert "500" in offer_error and "server_error" in offer_error
+    assert msg["error"] == "server_error" and msg["detail"] and code == 1011
+    assert health["sessions"] == 0
