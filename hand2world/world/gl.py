@@ -14,8 +14,9 @@ Design choices:
 - Hand masks are *coverage* masks: a pixel belongs to a hand when the hand covers any of its
   ``mask_scale x mask_scale`` sub-samples (default 5x5; with an odd scale the middle sample is
   the pixel centre the shaded pass uses, and the projection matrix is the same at any scale).
-  Two cheap id-only passes at that resolution: hands alone (the full hand mask, nothing
-  occludes it) and the scene's depth then the hands (hand pixels not hidden by anything).
+  Two cheap id-only passes at that resolution, scissored to the hands' bounding box (projected
+  vertices + 1 px): hands alone (the full hand mask, nothing occludes it) and the scene's
+  depth then the hands (hand pixels not hidden by anything).
   Coverage rather than centre sampling keeps thin fingertips in the mask at 64-128 px (a
   fingertip joint is a surface vertex, so its pixel is always touched by the hand), and since
   both masks use the same sub-samples the visible mask is exactly a subset of the full one.
@@ -192,11 +193,14 @@ class WorldRenderer:
         self.mask_fbo = self.ctx.framebuffer([rb(ms, 1)], self.ctx.depth_renderbuffer(ms))
         self.meshes: list[_Drawable] = []
         self.hands: dict[int, _Drawable] = {}
+        self.hand_vertices: dict[int, np.ndarray] = {}
+        self.K = np.eye(3)
         log.debug("world renderer %dx%d on %s", width, height, self.ctx.info["GL_RENDERER"])
 
     # ------------------------------------------------------------------ scene set-up
     def set_camera(self, K: np.ndarray) -> None:
         """Intrinsics ``K [3, 3]`` in pixels of the render size."""
+        self.K = np.asarray(K, np.float64)
         proj = _mat(projection_from_K(np.asarray(K, np.float64), self.height, self.width))
         self.prog["u_proj"].write(proj)
         self.id_prog["u_proj"].write(proj)  # the same matrix at any multiple of the size
@@ -226,12 +230,13 @@ class WorldRenderer:
     def update_hand(self, ident: int, vertices: np.ndarray, normals: np.ndarray) -> None:
         """World-space ``vertices [V, 3]`` and ``normals [V, 3]`` of hand ``ident`` for the next frame."""
         self.hands[ident].vbo.write(np.concatenate([vertices, normals], axis=1).astype(np.float32).tobytes())
+        self.hand_vertices[ident] = np.asarray(vertices, np.float64)
 
     def clear_scene(self) -> None:
         """Release the clip's meshes and hands (context and framebuffer stay)."""
         for d in [*self.meshes, *self.hands.values()]:
             d.release()
-        self.meshes, self.hands = [], {}
+        self.meshes, self.hands, self.hand_vertices = [], {}, {}
 
     # ------------------------------------------------------------------ drawing
     def _draw(self, d: _Drawable) -> None:
@@ -249,10 +254,33 @@ class WorldRenderer:
         self.id_prog["u_id"].value = float(ident)
         d.id_vao.render(moderngl.TRIANGLES)
 
-    def _read_mask(self) -> np.ndarray:
+    def _hand_box(self, w2c: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Pixel box ``(x0, y0, x1, y1)`` (exclusive ends) around every hand, 1 px margin; None: no hand."""
+        if not self.hand_vertices:
+            return None
+        pts = np.concatenate(list(self.hand_vertices.values())) @ w2c[:3, :3].T + w2c[:3, 3]
+        if pts[:, 2].min() <= 0.02:  # crosses the near plane: projections are unreliable, take the frame
+            return 0, 0, self.width, self.height
+        uv = (pts @ self.K.T)[:, :2] / pts[:, 2:]
+        x0, y0 = np.floor(uv.min(axis=0)).astype(int) - 1
+        x1, y1 = np.ceil(uv.max(axis=0)).astype(int) + 1
+        x0, x1 = max(x0, 0), min(x1, self.width)
+        y0, y1 = max(y0, 0), min(y1, self.height)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def _mask_pass(self, box: tuple[int, int, int, int], occluders: bool) -> np.ndarray:
+        """One id-only pass at ``mask_scale`` inside ``box``; returns the box's ``[h, w]`` coverage ids."""
         s = self.mask_scale
-        ids = np.frombuffer(self.mask_fbo.read(components=1, attachment=0), np.uint8)
-        return ids.reshape(self.height, s, self.width, s).max(axis=(1, 3))
+        x0, y0, x1, y1 = box
+        vp = (x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s)  # GL rows are image rows (see module notes)
+        self.mask_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=vp)
+        if occluders:
+            for d in self.meshes:
+                self._draw_id(d, 0)
+        for d in self.hands.values():
+            self._draw_id(d, d.ident)
+        ids = np.frombuffer(self.mask_fbo.read(viewport=vp, components=1, attachment=0), np.uint8)
+        return ids.reshape(y1 - y0, s, x1 - x0, s).max(axis=(1, 3))
 
     def render(self, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Render one frame.
@@ -272,24 +300,24 @@ class WorldRenderer:
         self.id_prog["u_view"].write(view)
         self.prog["u_eye"].value = tuple(-w2c[:3, :3].T @ w2c[:3, 3])
         self.ctx.enable(moderngl.DEPTH_TEST)
-        # masks: hands alone, then scene depth + hands
-        self.mask_fbo.use()
-        self.mask_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        for d in self.hands.values():
-            self._draw_id(d, d.ident)
-        full = self._read_mask()
-        self.mask_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        for d in self.meshes:
-            self._draw_id(d, 0)
-        for d in self.hands.values():
-            self._draw_id(d, d.ident)
-        visible = self._read_mask()
+        # masks, inside the hands' box only: hands alone, then scene depth + hands
+        h, w = self.height, self.width
+        full = np.zeros((h, w), np.uint8)
+        visible = np.zeros((h, w), np.uint8)
+        box = self._hand_box(w2c)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            s = self.mask_scale
+            self.mask_fbo.use()
+            self.mask_fbo.scissor = (x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s)
+            full[y0:y1, x0:x1] = self._mask_pass(box, occluders=False)
+            visible[y0:y1, x0:x1] = self._mask_pass(box, occluders=True)
+            self.mask_fbo.scissor = None
         # shaded scene
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         for d in [*self.meshes, *self.hands.values()]:
             self._draw(d)
-        h, w = self.height, self.width
         rgba = np.frombuffer(self.fbo.read(components=4, attachment=0), np.uint8).reshape(h, w, 4)
         depth = np.frombuffer(self.fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(h, w)
         return rgba[..., :3].copy(), depth.copy(), visible, full
