@@ -95,8 +95,11 @@ def test_bf16_autocast_and_gradient_checkpointing_step(tmp_path):
 def test_run_config_yaml_validation(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"optim": {"steps": 5, "lr": 1}, "data": {"size": 64}}))
-    cfg = load_run_config(path, TeacherRunConfig, ["optim.batch_size=2", "causal=true"])
+    cfg = load_run_config(path, TeacherRunConfig, ["optim.batch_size=2", "causal=true", "optim.warmup=3"])
     assert cfg.optim.steps == 5 and cfg.optim.lr == 1.0 and cfg.optim.batch_size == 2 and cfg.causal
+    assert load_run_config(None, TeacherRunConfig, ["optim.lr=5e-4"]).optim.lr == 5e-4
+    with pytest.raises(ValueError, match="optim.lr"):
+        load_run_config(None, TeacherRunConfig, ["optim.lr=fast"])
     path.write_text(yaml.safe_dump({"optim": {"stepz": 5}}))
     with pytest.raises(ValueError, match="stepz"):
         load_run_config(path, TeacherRunConfig)

@@ -168,8 +168,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return tuple(_convert(a, v, where) for a, v in zip(typing.get_args(tp), value, strict=True))
     if origin is dict or tp is Any:
         return value
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if tp is float and not isinstance(value, bool):
+        try:  # YAML 1.1 reads "5e-4" as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if tp in (int, str, bool) and not isinstance(value, tp):
         raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
