@@ -71,6 +71,23 @@ def test_ground_truth_agrees_with_pixels(world):
     assert inside / total >= 0.99, inside / total
 
 
+def test_hand_params_reproduce_joints(world):
+    import torch
+
+    from hand2world.hands import HandModel, HandPose
+
+    _, ds = world
+    models = {side: HandModel.load("open", side=side) for side in ("left", "right")}
+    for i in range(4):
+        c = ds[i]
+        for s, side in enumerate(("left", "right")):
+            if not c["hands_present"][s]:
+                continue
+            with torch.no_grad():
+                joints = models[side](HandPose.from_vector(torch.as_tensor(c["hand_params"][:, s]))).joints.numpy()
+            np.testing.assert_allclose(joints, c["joints3d"][:, s], atol=2e-4)
+
+
 def test_occlusion_head_motion_and_contacts(world):
     root, ds = world
     occluded = moving_head = 0

@@ -44,7 +44,7 @@ __all__ = ["ACTIONS", "CONTACT_ACTIONS", "FREE_SPACE_ACTIONS", "HandTrack", "Key
 ACTIONS: tuple[str, ...] = ("reach", "push", "grasp", "point", "wave", "open_close", "gesture")
 CONTACT_ACTIONS: tuple[str, ...] = ("push", "grasp")
 FREE_SPACE_ACTIONS: tuple[str, ...] = ("wave", "open_close", "gesture")
-_WEIGHTS = np.array([0.22, 0.26, 0.2, 0.06, 0.07, 0.07, 0.12])
+_WEIGHTS = np.array([0.25, 0.28, 0.2, 0.05, 0.06, 0.06, 0.1])
 UP = np.array([0.0, 0.0, 1.0])
 FREE_SPACE_CLEARANCE = 0.13  # m: free-space gestures keep the wrist this far above the tallest object
 
