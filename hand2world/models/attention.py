@@ -35,17 +35,23 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
 def available_backends() -> list[str]:
     """Backends usable in this process."""
     out = ["sdpa", "math"]
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+
+        out.append("flex")
+    except ImportError:  # pragma: no cover - old torch
+        pass
     if _flash_attn_func is not None and torch.cuda.is_available():
         out.append("flash")
     return out
 
 
 def set_attention_backend(name: str) -> None:
-    """Choose the process-wide backend: ``sdpa`` | ``math`` | ``flash`` | ``auto``."""
+    """Choose the process-wide backend: ``sdpa`` | ``math`` | ``flash`` | ``flex`` | ``auto``."""
     global _BACKEND
     if name == "auto":
         name = "flash" if "flash" in available_backends() else "sdpa"
-    if name not in ("sdpa", "math", "flash"):
+    if name not in ("sdpa", "math", "flash", "flex"):
         raise ValueError(f"unknown attention backend {name!r}")
     if name == "flash" and "flash" not in available_backends():
         log.warning("flash-attn not usable here; attention stays on SDPA")
@@ -71,12 +77,34 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, backe
     name = backend or _BACKEND
     if name == "flash" and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         return _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    if name == "flex":
+        return _flex(q, k, v, mask)
     if name == "math":
         scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         return (scores.softmax(-1) @ v.float()).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+_COMPILED_FLEX = None
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    global _COMPILED_FLEX
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    block_mask = None
+    if mask is not None:
+        dense = mask if mask.ndim == 2 else mask.reshape(mask.shape[-2:])
+        block_mask = create_block_mask(lambda b, h, qi, ki: dense[qi, ki], None, None, q.shape[2], k.shape[2],
+                                       device=q.device)
+    fn = flex_attention
+    if q.is_cuda:
+        if _COMPILED_FLEX is None:
+            _COMPILED_FLEX = torch.compile(flex_attention)
+        fn = _COMPILED_FLEX
+    return fn(q, k, v, block_mask=block_mask)
 
 
 def block_causal_mask(q_blocks: Tensor, k_blocks: Tensor) -> Tensor:
