@@ -208,3 +208,34 @@ def test_push_slides_and_grasp_carries():
     assert np.allclose(p[:8], 0.0) and p[20, 2] > 0.03 and p[20, 0] > 0.05  # follows the wrist from frame 8
     np.testing.assert_allclose(p[12:24], wrist[12:24] - wrist[8], atol=1e-9)
     assert p[-1, 2] == 0.0 and p[-1, 0] > 0.07  # released in the air: fell, rests on the table further along
+
+
+def test_shadows_darken_the_table_under_an_object():
+    from hand2world.world.gl import Material, WorldRenderer
+    from hand2world.world.meshes import make_mesh
+
+    def render(shadows: bool) -> np.ndarray:
+        r = WorldRenderer(32, 32, shadow_size=256 if shadows else 0)
+        try:
+            r.set_camera(np.array([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]))
+            r.set_light(np.array([0.0, 0.0, 1.0]), np.ones(3), np.full(3, 0.2))  # sun straight above
+            table = r.add_mesh(*make_mesh("box", np.array([1.0, 1.0, 0.02])), Material((0.8, 0.8, 0.8)))
+            pose = np.eye(4)
+            pose[2, 3] = -0.02
+            r.set_pose(table, pose)
+            ball = r.add_mesh(*make_mesh("sphere", np.array([0.1, 0.1, 0.1])), Material((0.8, 0.8, 0.8)))
+            pose = np.eye(4)
+            pose[:3, 3] = [0.2, 0.0, 0.1]  # floating beside the view axis, 10 cm above the table
+            r.set_pose(ball, pose)
+            w2c = np.eye(4)  # camera 1 m above the table looking straight down: x right, y down, z forward
+            w2c[:3, :3] = [[1, 0, 0], [0, -1, 0], [0, 0, -1]]
+            w2c[2, 3] = 1.0
+            return r.render(w2c)[0].astype(int).sum(-1)
+        finally:
+            r.release()
+
+    lit, shaded = render(False), render(True)
+    # the sun is straight above, so the ball's shadow is the disc straight below it; seen from the camera
+    # (off the ball's axis, perspective) part of that disc shows beside the ball
+    assert abs(shaded[4, 4] - lit[4, 4]) <= 1  # far from the ball: same light
+    assert (shaded < lit - 30).any()  # the shadow darkens some table pixels next to the ball

@@ -23,7 +23,11 @@ Design choices:
 - Materials are procedural in the fragment shader (solid, checker, stripes, wood, noise,
   tiles) from two colours and a scale, evaluated on object-local coordinates so textures
   move with their objects; nothing is uploaded per texture.
-- Lighting: ambient + one directional key light (Lambert) + a Blinn-Phong highlight.
+- Lighting: ambient + one directional key light (Lambert) + a Blinn-Phong highlight. The key
+  light casts shadows (hands on the table, objects on each other): an orthographic depth map
+  along the light (1024², covering the table) of the casters (objects, hands; the table and
+  room only receive) rendered every frame with the id-only program,
+  sampled with 3x3 hardware-compared PCF and a slope-scaled bias.
 - ``LP_NUM_THREADS`` (llvmpipe's raster threads) is left to the caller: worker processes
   set it to 1 so two workers use two cores without oversubscription.
 """
@@ -48,8 +52,10 @@ _VERTEX = """
 uniform mat4 u_model;
 uniform mat4 u_view;
 uniform mat4 u_proj;
+uniform mat4 u_light_vp;
 in vec3 in_pos;
 in vec3 in_normal;
+out vec4 v_light;
 out vec3 v_world;
 out vec3 v_local;
 out vec3 v_normal;
@@ -63,6 +69,7 @@ void main() {
     v_normal = mat3(u_model) * in_normal;
     v_local_normal = in_normal;
     v_depth = cam.z;
+    v_light = u_light_vp * world;
     gl_Position = u_proj * cam;
 }
 """
@@ -78,6 +85,9 @@ uniform vec3 u_light_dir;
 uniform vec3 u_light_col;
 uniform vec3 u_ambient;
 uniform vec3 u_eye;
+uniform sampler2DShadow u_shadow;
+uniform float u_use_shadow;
+in vec4 v_light;
 in vec3 v_world;
 in vec3 v_local;
 in vec3 v_normal;
@@ -112,6 +122,16 @@ void main() {
     vec3 view = normalize(u_eye - v_world);
     if (dot(n, view) < 0.0) n = -n;
     float diffuse = max(dot(n, u_light_dir), 0.0);
+    if (u_use_shadow > 0.5) {  // 3x3 PCF over the light's depth map, slope-scaled bias
+        vec3 lp = v_light.xyz / v_light.w * 0.5 + 0.5;
+        float bias = 0.0008 + 0.002 * (1.0 - diffuse);
+        float lit = 0.0;
+        vec2 texel = 1.0 / vec2(textureSize(u_shadow, 0));
+        for (int i = -1; i <= 1; i++)
+            for (int j = -1; j <= 1; j++)
+                lit += texture(u_shadow, vec3(lp.xy + vec2(i, j) * texel, lp.z - bias));
+        if (all(greaterThanEqual(lp, vec3(0.0))) && all(lessThanEqual(lp, vec3(1.0)))) diffuse *= lit / 9.0;
+    }
     vec3 h = normalize(u_light_dir + view);
     float spec = u_shine > 0.0 ? pow(max(dot(n, h), 0.0), u_shine) * 0.25 : 0.0;
     vec3 color = albedo * (u_ambient + u_light_col * diffuse) + u_light_col * spec;
@@ -167,6 +187,7 @@ class _Drawable:
         self.material = material
         self.ident = ident
         self.model = np.eye(4)
+        self.casts_shadow = True
 
     def release(self) -> None:
         for obj in (self.vao, self.id_vao, self.vbo, self.ibo):
@@ -181,7 +202,7 @@ class WorldRenderer:
     and ``render(w2c)``; finally ``clear_scene()``.
     """
 
-    def __init__(self, height: int, width: int, mask_scale: int = 5) -> None:
+    def __init__(self, height: int, width: int, mask_scale: int = 5, shadow_size: int = 1024) -> None:
         self.height, self.width, self.mask_scale = height, width, mask_scale
         self.ctx = moderngl.create_standalone_context(backend="egl")
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
@@ -191,6 +212,16 @@ class WorldRenderer:
                                         self.ctx.depth_renderbuffer((width, height)))
         ms = (width * mask_scale, height * mask_scale)
         self.mask_fbo = self.ctx.framebuffer([rb(ms, 1)], self.ctx.depth_renderbuffer(ms))
+        self.shadow_size = shadow_size
+        if shadow_size:
+            self.shadow_map = self.ctx.depth_texture((shadow_size, shadow_size))
+            self.shadow_map.compare_func = "<="
+            self.shadow_map.repeat_x = self.shadow_map.repeat_y = False
+            self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_map)
+            self.prog["u_shadow"].value = 0
+        self.prog["u_use_shadow"].value = 1.0 if shadow_size else 0.0
+        self._light_vp = np.eye(4)
+        self._proj = _mat(np.eye(4))
         self.meshes: list[_Drawable] = []
         self.hands: dict[int, _Drawable] = {}
         self.hand_vertices: dict[int, np.ndarray] = {}
@@ -201,20 +232,47 @@ class WorldRenderer:
     def set_camera(self, K: np.ndarray) -> None:
         """Intrinsics ``K [3, 3]`` in pixels of the render size."""
         self.K = np.asarray(K, np.float64)
-        proj = _mat(projection_from_K(np.asarray(K, np.float64), self.height, self.width))
+        proj = self._proj = _mat(projection_from_K(np.asarray(K, np.float64), self.height, self.width))
         self.prog["u_proj"].write(proj)
         self.id_prog["u_proj"].write(proj)  # the same matrix at any multiple of the size
 
-    def set_light(self, direction: np.ndarray, color: np.ndarray, ambient: np.ndarray) -> None:
-        """Directional light (``direction`` toward the light, world frame), its RGB, and the ambient RGB."""
+    def set_light(self, direction: np.ndarray, color: np.ndarray, ambient: np.ndarray,
+                  center: tuple[float, float, float] = (0.0, 0.05, 0.0), extent: float = 0.8) -> None:
+        """Directional light (``direction`` toward the light, world frame), its RGB, and the ambient RGB.
+
+        Shadows are cast within ``extent`` metres of ``center`` (an orthographic depth map along the light).
+        """
         d = np.asarray(direction, np.float64)
-        self.prog["u_light_dir"].value = tuple(d / np.linalg.norm(d))
+        d = d / np.linalg.norm(d)
+        self.prog["u_light_dir"].value = tuple(d)
         self.prog["u_light_col"].value = tuple(float(c) for c in color)
         self.prog["u_ambient"].value = tuple(float(c) for c in ambient)
+        # light view: z toward the scene, orthographic box [-extent, extent]^2 x [near, far]
+        z = -d
+        helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        x = np.cross(helper, z)
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        eye = np.asarray(center, np.float64) - 2.0 * z
+        view = np.eye(4)
+        view[:3, :3] = np.stack([x, y, z])
+        view[:3, 3] = -view[:3, :3] @ eye
+        near, far = 0.5, 4.0
+        ortho = np.diag([1.0 / extent, 1.0 / extent, 2.0 / (far - near), 1.0])
+        ortho[2, 3] = -(far + near) / (far - near)
+        self._light_vp = ortho @ view
+        self.prog["u_light_vp"].write(_mat(self._light_vp))
 
-    def add_mesh(self, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material) -> int:
-        """Add a static mesh (object frame); returns its handle for ``set_pose``."""
-        self.meshes.append(_Drawable(self.ctx, self.prog, self.id_prog, vertices, normals, faces, material))
+    def add_mesh(self, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material,
+                 casts_shadow: bool = True) -> int:
+        """Add a static mesh (object frame); returns its handle for ``set_pose``.
+
+        ``casts_shadow=False`` for large receivers (table, room): they stay out of the shadow map,
+        which then only rasterises the small casters (objects, hands).
+        """
+        d = _Drawable(self.ctx, self.prog, self.id_prog, vertices, normals, faces, material)
+        d.casts_shadow = casts_shadow
+        self.meshes.append(d)
         return len(self.meshes) - 1
 
     def set_pose(self, handle: int, model: np.ndarray) -> None:
@@ -313,7 +371,18 @@ class WorldRenderer:
             full[y0:y1, x0:x1] = self._mask_pass(box, occluders=False)
             visible[y0:y1, x0:x1] = self._mask_pass(box, occluders=True)
             self.mask_fbo.scissor = None
-        # shaded scene
+        # shadow map from the light, then the shaded scene
+        if self.shadow_size:
+            self.id_prog["u_view"].write(_mat(np.eye(4)))
+            self.id_prog["u_proj"].write(_mat(self._light_vp))
+            self.shadow_fbo.use()
+            self.shadow_fbo.clear(depth=1.0)
+            for d in [*self.meshes, *self.hands.values()]:
+                if d.casts_shadow:
+                    self._draw_id(d, 0)
+            self.id_prog["u_view"].write(view)
+            self.id_prog["u_proj"].write(self._proj)
+            self.shadow_map.use(location=0)
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         for d in [*self.meshes, *self.hands.values()]:
@@ -326,4 +395,7 @@ class WorldRenderer:
         self.clear_scene()
         self.fbo.release()
         self.mask_fbo.release()
+        if self.shadow_size:
+            self.shadow_fbo.release()
+            self.shadow_map.release()
         self.ctx.release()

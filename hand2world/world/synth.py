@@ -141,7 +141,7 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
     r.set_camera(K)
     r.set_light(scene.light_dir, scene.light_color, scene.ambient)
     for mesh, material, pose in scene.surfaces:
-        r.set_pose(r.add_mesh(*mesh, material), pose)
+        r.set_pose(r.add_mesh(*mesh, material, casts_shadow=False), pose)
     handles = [r.add_mesh(*o.mesh(), o.material) for o in scene.objects]
     normals = []
     for hand, track in zip(hands, script.tracks, strict=True):
