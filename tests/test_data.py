@@ -74,9 +74,12 @@ def test_split_filter_and_missing_shard(tmp_path):
     clips[1]["meta"]["split"] = clips[3]["meta"]["split"] = "test"
     write_shard(tmp_path, 0, clips[:2], first=0)
     write_shard(tmp_path, 1, clips[2:], first=2)
-    write_index(tmp_path)
+    index = write_index(tmp_path)
+    assert index["splits"] == {"train": 2, "test": 2} and "clips" not in index  # small at any scale
     ds = ClipDataset(tmp_path, split="test", keys=["video"])
     assert len(ds) == 2 and [ds[i]["index"] for i in range(2)] == [1, 3]
+    assert ds.meta(1) == {**clips[3]["meta"], "index": 3} and ds[-1]["index"] == 3
+    assert len(ClipDataset(tmp_path, split="val")) == 0
     assert set(ds[0]) >= {"video", "action"} and "control" not in ds[0]
     (tmp_path / "shard-00000.zip").unlink()
     with pytest.raises(ValueError, match="missing"):

@@ -94,7 +94,7 @@ def test_occlusion_head_motion_and_contacts(world):
     seen_contact = seen_free = 0
     for i in range(CLIPS):
         c = ds[i]
-        meta = ds.metas[i]
+        meta = ds.meta(i)
         full = c["hand_mask"].sum(axis=(1, 2))
         vis = c["visible_mask"].sum(axis=(1, 2))
         occluded += bool(((vis < 0.8 * full) & (full >= 8)).any())
@@ -122,7 +122,7 @@ def test_same_seed_same_bytes_any_workers(tmp_path):
     a = synthesize(tmp_path / "a", 3, 7, 48, seed=5, workers=1, shard_size=2, progress=False)
     b = synthesize(tmp_path / "b", 3, 7, 48, seed=5, workers=2, shard_size=2, progress=False)
     assert a["index"]["num_clips"] == b["index"]["num_clips"] == 3
-    for name in ("shard-00000.zip", "shard-00001.zip", "index.json"):
+    for name in ("shard-00000.zip", "shard-00001.zip", "index.json", "splits.npy"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     c = synthesize(tmp_path / "c", 2, 7, 48, seed=6, workers=1, shard_size=2, progress=False)
     assert c["index"]["num_clips"] == 2

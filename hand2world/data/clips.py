@@ -7,7 +7,9 @@ Layout on disk (``root/``)::
 
     index.json                {"format": "hand2world-clips", "version": 1, "num_clips": N,
                                "shards": [{"file": "shard-00000.zip", "clips": n, "first": i0}, ...],
-                               "clips": [{"action": ..., "split": ..., "seed": ..., ...}, ...]}
+                               "split_names": ["train", ...], "splits": {"train": n_train, ...},
+                               "actions": {"push": n_push, ...}}
+    splits.npy                per-clip split codes (uint8 [N], indices into split_names), for filtering
     shard-00000.zip           clip i0 .. i0+n-1: members "00000000/video.npy", "00000000/meta.json", ...
     shard-00001.zip           ...
 
@@ -20,7 +22,10 @@ Design choices:
   always whole: interrupted runs resume by skipping shards that exist. Zip member times are
   fixed (1980-01-01), so the same clips give the same bytes.
 - ``index.json`` is rebuilt from the shards' own ``meta.json`` members (``write_index``), so
-  a shard is self-describing and the index never disagrees with the data.
+  a shard is self-describing and the index never disagrees with the data. It stays small
+  at any scale (shards and counts only); per-clip metadata lives in the shards and is read
+  with the clip, and the one per-clip column a reader filters on (the split) is a uint8
+  array in ``splits.npy`` (1 MB per million clips).
 - ``ClipDataset`` is picklable and opens shard files lazily, once per process (the handle
   cache is dropped on pickling and re-opened after a fork), so a torch ``DataLoader`` with
   worker processes reads it directly. Depth is stored as float16 (metres; < 0.5 mm error
@@ -54,7 +59,7 @@ split, seed, index str, int, int          provenance: split name, the seed that 
 =================  =====================  ==============================================================
 
 The clip's whole ``meta.json`` (action label, split, seed, source details) is
-``ClipDataset.metas[index]``; it stays out of the item so torch's default collate works.
+``ClipDataset.meta(i)``; it stays out of the item so torch's default collate works.
 
 Sources without some ground truth (real video has no ``object_poses``) may omit those keys;
 ``REQUIRED_KEYS`` are always present.
@@ -97,6 +102,7 @@ VERSION = 1
 ACTION_DIM = 138  # 9 + 3 + 2 * 21 * 3
 MAX_OBJECTS = 6
 INDEX = "index.json"
+SPLITS = "splits.npy"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -200,24 +206,32 @@ def _shard_metas(path: Path) -> list[dict]:
 
 
 def write_index(root: str | os.PathLike, extra: dict | None = None) -> dict:
-    """Rebuild ``root/index.json`` from the complete shards there; returns the index.
+    """Rebuild ``root/index.json`` and ``root/splits.npy`` from the complete shards there; returns the index.
 
     Shards must hold consecutive clip indices (shard ``k`` starts where ``k - 1`` ended); a
     gap (a missing shard) is an error, so a partial dataset is never indexed as whole.
     """
     root = Path(root)
-    shards, clips = [], []
+    shards, splits, actions, split_names = [], [], {}, {}
+    total = 0
     for path in sorted(root.glob("shard-*.zip")):
         metas = _shard_metas(path)
         if not metas:
             continue
         first = metas[0]["index"]
-        if first != len(clips):
-            raise ValueError(f"{path.name} starts at clip {first}, expected {len(clips)} (a shard is missing)")
+        if first != total:
+            raise ValueError(f"{path.name} starts at clip {first}, expected {total} (a shard is missing)")
         shards.append({"file": path.name, "first": first, "clips": len(metas)})
-        clips.extend(metas)
-    index = {"format": FORMAT, "version": VERSION, "num_clips": len(clips), "shards": shards, "clips": clips,
-             **(extra or {})}
+        total += len(metas)
+        for m in metas:
+            split, action = str(m.get("split", "")), str(m.get("action", ""))
+            splits.append(split_names.setdefault(split, len(split_names)))
+            actions[action] = actions.get(action, 0) + 1
+    names = sorted(split_names, key=split_names.get)
+    codes = np.asarray(splits, dtype=np.uint8)
+    index = {"format": FORMAT, "version": VERSION, "num_clips": total, "shards": shards, "split_names": names,
+             "splits": {n: int((codes == k).sum()) for k, n in enumerate(names)}, "actions": actions, **(extra or {})}
+    (root / SPLITS).write_bytes(_npy_bytes(codes))
     tmp = root / (INDEX + ".tmp")
     tmp.write_text(json.dumps(index, sort_keys=True, indent=1))
     os.replace(tmp, root / INDEX)
@@ -293,14 +307,31 @@ class ClipDataset:
         index = read_index(self.root)
         self.shards = index["shards"]
         self._firsts = [s["first"] for s in self.shards]
-        self.metas: list[dict] = index["clips"]
-        self.ids = [i for i, m in enumerate(self.metas) if split is None or m.get("split") == split]
+        self.num_clips = int(index["num_clips"])
+        self.ids: np.ndarray | None = None  # None: every clip, in order
+        if split is not None:
+            names = index.get("split_names", [])
+            code = names.index(split) if split in names else -1
+            self.ids = np.flatnonzero(np.load(self.root / SPLITS) == code)
         self.keys = tuple(keys) if keys is not None else None
         self._handles: dict[str, zipfile.ZipFile] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.num_clips if self.ids is None else len(self.ids)
+
+    def _locate(self, i: int) -> tuple[int, zipfile.ZipFile]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"clip {i} out of range ({len(self)} clips)")
+        i = i % len(self)
+        index = i if self.ids is None else int(self.ids[i])
+        shard = self.shards[bisect.bisect_right(self._firsts, index) - 1]
+        return index, self._zip(shard["file"])
+
+    def meta(self, i: int) -> dict:
+        """The whole ``meta.json`` of item ``i`` (action, split, seed, source details)."""
+        index, zf = self._locate(i)
+        return json.loads(zf.read(f"{index:08d}/meta.json"))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -316,11 +347,7 @@ class ClipDataset:
         return zf
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"clip {i} out of range ({len(self)} clips)")
-        index = self.ids[i]
-        shard = self.shards[bisect.bisect_right(self._firsts, index) - 1]
-        zf = self._zip(shard["file"])
+        index, zf = self._locate(i)
         prefix = f"{index:08d}/"
         out: dict[str, Any] = {}
         for key in self.keys or ARRAY_KEYS:
@@ -332,7 +359,7 @@ class ClipDataset:
                 continue
             a = np.load(io.BytesIO(data), allow_pickle=False)
             out[key] = a.astype(np.float32) if a.dtype == np.float16 else a
-        meta = self.metas[index]
+        meta = json.loads(zf.read(prefix + "meta.json"))
         out["action"] = str(meta.get("action", ""))
         out["split"] = str(meta.get("split", ""))
         out["seed"] = int(meta.get("seed", -1))
