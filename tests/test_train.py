@@ -76,8 +76,12 @@ def test_resume_reproduces_next_losses_exactly(tmp_path):
     split = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "b", steps=6, grad_accum=2))
     first = train_teacher(split, dataset=clips, max_steps=3)
     assert first["final"] is None and (tmp_path / "b" / "checkpoints" / "latest").is_file()
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as fh:  # a killed run's steps after the checkpoint
+        fh.write(json.dumps({"step": 4, "loss": 0.0, "lr": 0.0, "time": 0.0}) + "\n")
     second = train_teacher(split, dataset=clips)
     assert second["start_step"] == 3
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
     assert [loss for _, loss in full[3:]] == [loss for _, loss in second["losses"]]
     ckpt = tmp_path / "b" / "checkpoints" / "step_0000006"
     assert {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "config.json", "train_state.json",

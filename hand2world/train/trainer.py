@@ -206,8 +206,10 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     metrics = run_dir / "metrics.jsonl"
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if start == 0 and metrics.exists():
-            metrics.unlink()
+        if metrics.exists():  # drop rows of steps after the checkpoint we resume from (a killed run's tail)
+            rows = [line for line in metrics.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line)["step"] <= start]
+            metrics.write_text("".join(line + "\n" for line in kept))
     losses: list[tuple[int, float]] = []
     t0, bar = time.perf_counter(), tqdm(total=end, initial=start, disable=not info.is_main, desc="train")
 
