@@ -63,6 +63,7 @@ def test_overfit_8_clips_halves_the_loss(tmp_path):
 
     model.load_state_dict(load_file(str(out["final"] / "model.safetensors")))
     after = _fixed_loss(ref, model)
+    print(f"fixed-batch flow loss: {before:.4f} -> {after:.4f}")
     assert after <= 0.5 * before, (before, after)
     assert (tmp_path / "run" / "loss.png").is_file()
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -88,6 +89,7 @@ def test_resume_reproduces_next_losses_exactly(tmp_path):
             "autoencoder.safetensors", "autoencoder.json"} <= {p.name for p in ckpt.iterdir()}
 
 
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # CPU bf16 RMSNorm: unfused path
 def test_bf16_autocast_and_gradient_checkpointing_step(tmp_path):
     clips = ProceduralClips(n=2, frames=4, size=32)
     cfg = from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "bf16", steps=2, precision="bf16",
