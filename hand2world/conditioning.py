@@ -51,6 +51,9 @@ class ControlConfig:
     kind: str = "open"  # hand model: "open" (default) or "mano"
     smooth_min_cutoff: float = 1.5  # One-Euro: Hz; lower = smoother at rest
     smooth_beta: float = 0.3  # One-Euro: speed coefficient; higher = less lag when moving
+    fit_sigma_world: float = 0.005  # fit: metres per unit 3-D residual (larger trusts the image landmarks more)
+    fit_sigma_image: float = 2.0  # fit: pixels (of this output size) per unit reprojection residual
+    fit_refine_iters: int | None = None  # fit: warm-started 3-D + 2-D iterations (None: fit_landmarks' default)
 
 
 @dataclass
@@ -127,7 +130,8 @@ class ControlPipeline:
             image, world = self._smooth(side, image, world, t)
             init = self._poses.get(side)
             pose = fit_landmarks(self.models[side], torch.from_numpy(world)[None], torch.from_numpy(image)[None],
-                                 torch.from_numpy(self.K), init=init)
+                                 torch.from_numpy(self.K), init=init, refine_iters=c.fit_refine_iters,
+                                 sigma_world=c.fit_sigma_world, sigma_image=c.fit_sigma_image)
             self._poses[side] = pose.detach()
             with torch.no_grad():
                 frame.meshes.append(self.models[side](pose))

@@ -1,0 +1,206 @@
+"""Annotation pipeline: track cleaning, visual odometry, the real cup video end to end (CLI), clip format,
+training on an annotated clip, and validation against synthetic ground truth."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hand2world.annotate import OdometryConfig, TrackConfig, VisualOdometry, build_tracks, clean_tracks
+from hand2world.annotate.camera import rotation_angle_deg
+from hand2world.annotate.qa import landmark_jitter
+from hand2world.annotate.validate import camera_errors, rigid_mpjpe
+from hand2world.data import REQUIRED_KEYS, ClipDataset, validate_clip
+from hand2world.geometry import axis_angle_to_matrix, intrinsics_from_fov
+
+
+@dataclass
+class _Det:
+    side: str
+    score: float
+    image: np.ndarray
+    world: np.ndarray
+
+
+def _hand(center: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    base = np.random.default_rng(7).normal(0, 0.04, (21, 2))  # a fixed hand shape, ~0.1 of the image
+    world = np.c_[base * 2.0, np.zeros(21)].astype(np.float32)
+    return (center + base + rng.normal(0, 0.002, (21, 2))).astype(np.float32), world
+
+
+def test_tracks_identity_outliers_and_gaps():
+    rng = np.random.default_rng(0)
+    T = 40
+    dets = []
+    for t in range(T):
+        frame = []
+        right_c = np.array([0.7 - 0.005 * t, 0.5])
+        img, world = _hand(right_c, rng)
+        if t == 20:
+            img = img + 0.3  # a wild outlier: 3 hand sizes away
+        label = "left" if t in (10, 11) else "right"  # MediaPipe's label flips for two frames
+        if not 25 <= t <= 28:  # lost for four frames, then re-detected
+            frame.append(_Det(label, 0.6 if t in (10, 11) else 0.95, img, world))
+        img_l, world_l = _hand(np.array([0.2, 0.5 + 0.003 * t]), rng)
+        frame.append(_Det("left", 0.9, img_l, world_l))
+        dets.append(frame)
+    raw = build_tracks(dets)
+    assert raw.valid[:, 0].all()  # left hand every frame
+    assert raw.valid[10:12, 1].all()  # the flipped labels stayed with the right hand's track
+    assert np.abs(raw.image[10, 1].mean(0) - [0.65, 0.5]).max() < 0.05
+    assert not raw.valid[25:29, 1].any() and raw.valid[29, 1]
+    clean, stats = clean_tracks(raw, TrackConfig())
+    assert stats["rejected"][1] == 1 and stats["interpolated"][1] == 5  # frame 20 + frames 25-28
+    assert clean.valid[:, 1].all() and clean.interpolated[[20, 25, 28], 1].all()
+    expected = 0.5 * (raw.image[19, 1] + raw.image[21, 1])  # where the hand really was
+    assert np.abs(clean.image[20, 1] - expected).max() < 0.01
+    assert landmark_jitter(clean.image, clean.valid) < 0.5 * landmark_jitter(raw.image, raw.valid)
+
+
+def test_tracks_long_gaps_stay_empty():
+    rng = np.random.default_rng(1)
+    dets = [[_Det("right", 0.9, *_hand(np.array([0.5, 0.5]), rng))] if not 10 <= t < 30 else [] for t in range(40)]
+    clean, stats = clean_tracks(build_tracks(dets), TrackConfig(max_gap=6))
+    assert not clean.valid[10:30, 1].any() and clean.valid[:10, 1].all() and clean.valid[30:, 1].all()
+    assert stats["interpolated"] == [0, 0]
+
+
+def _rotation_sequence(frames: int, deg_per_frame: tuple[float, float, float]) -> tuple[list, np.ndarray, np.ndarray]:
+    """A real photo seen by a camera rotating about its centre (exact homographies), with a moving 'hand' patch."""
+    from skimage import data
+
+    src = data.coffee()  # 400 x 600 real tabletop photo
+    big = cv2.resize(src, (960, 640))
+    H, W = 240, 320
+    K = intrinsics_from_fov(60.0, H, W).numpy().astype(np.float64)
+    Kb = K.copy()
+    Kb[0, 2], Kb[1, 2] = 480, 320  # the big image: same focal, centred
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)
+    out, c2w, hands = [], [], []
+    R = np.eye(3)
+    for t in range(frames):
+        if t:
+            aa = np.radians(deg_per_frame) * (1 + 0.3 * np.sin(t / 3))
+            R = R @ axis_angle_to_matrix(np.asarray(aa)).numpy()
+        # world point X (first camera = world) is seen at K R^T X: warp big-image pixels by Kb -> K R^T Kb^-1
+        Hm = K @ R.T @ np.linalg.inv(Kb)
+        img = cv2.warpPerspective(big, Hm, (W, H), flags=cv2.INTER_LINEAR)
+        x0, y0 = 30 + 6 * t, 120 + int(20 * np.sin(t))  # an independently moving "hand"
+        img[y0:y0 + 60, x0:x0 + 60] = np.roll(patch, t * 7, axis=1)
+        lm = np.stack(np.meshgrid(np.linspace(x0, x0 + 59, 7), np.linspace(y0, y0 + 59, 3)), -1).reshape(21, 2)
+        out.append(img)
+        hands.append(lm)
+        pose = np.eye(4)
+        pose[:3, :3] = R
+        c2w.append(pose)
+    return list(zip(out, hands, strict=True)), np.stack(c2w), K
+
+
+def test_visual_odometry_recovers_rotation_with_the_hand_masked():
+    seq, c2w_gt, K = _rotation_sequence(33, (0.25, 0.5, 0.1))
+    vo = VisualOdometry(K, OdometryConfig())
+    for rgb, lm in seq:
+        vo.step(rgb, [lm])
+    est = vo.c2w()
+    errs = camera_errors(est, c2w_gt)["rot_deg"]
+    assert len(errs) == 2 and max(errs) < 0.5, errs
+    assert rotation_angle_deg(c2w_gt[-1, :3, :3]) > 10  # the motion was real
+    assert vo.summary()["rotation"] > 20
+
+
+def test_visual_odometry_static_camera_ignores_moving_objects():
+    seq, _, K = _rotation_sequence(12, (0.0, 0.0, 0.0))
+    vo = VisualOdometry(K)
+    for rgb, _ in seq:
+        vo.step(rgb, [])  # the moving patch is NOT masked: the still background must win
+    est = vo.c2w()
+    assert rotation_angle_deg(est[-1, :3, :3]) < 0.2 and np.abs(est[:, :3, 3]).max() < 1e-6
+
+
+def test_rigid_mpjpe_ignores_rotation_and_translation():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0, 0.05, (4, 21, 3))
+    R = axis_angle_to_matrix(np.array([0.3, -0.5, 1.0])).numpy()
+    pred = gt @ R.T + np.array([0.1, 0.2, 0.3])
+    assert rigid_mpjpe(pred, gt).max() < 1e-9
+    noisy = pred + rng.normal(0, 0.002, pred.shape)
+    assert 0.001 < rigid_mpjpe(noisy, gt).mean() < 0.004
+
+
+# ---------------------------------------------------------------------------------------- real footage
+@pytest.fixture(scope="module")
+def cup_annotation(cup_video, tmp_path_factory):
+    from hand2world.cli import main
+
+    out = tmp_path_factory.mktemp("annotate") / "cup_clips"
+    assert main(["annotate", str(cup_video), "--out", str(out), "--size", "128", "--clip-frames", "33"]) == 0
+    return out
+
+
+def test_cup_video_floors_and_qa_report(cup_annotation):
+    report = json.loads((cup_annotation / "qa" / "cup" / "report.json").read_text())
+    assert report["frames"] == 217 and report["input_size"] == [640, 480]
+    assert report["detection_rate"] >= 0.95
+    assert report["reprojection_px"]["median"] <= 3.0
+    assert report["jitter_px"]["clean"] < report["jitter_px"]["raw"]
+    assert report["frames_per_side"]["right"] >= 0.95 * 217 and report["frames_per_side"]["left"] == 0
+    from hand2world.io import video_info
+
+    sbs = video_info(report["files"]["side_by_side_mp4"])
+    assert sbs["width"] == 2 * 170 and sbs["height"] == 128
+    png = cv2.imread(report["files"]["trajectory_png"])
+    assert png is not None and png.shape[0] > 100
+    c2w = np.load(cup_annotation / "qa" / "cup" / "c2w.npy")  # no ground truth for this video's camera
+    assert c2w.shape == (217, 4, 4) and np.isfinite(c2w).all() and np.allclose(c2w[0], np.eye(4))
+    assert np.allclose(c2w[:, :3, :3] @ c2w[:, :3, :3].transpose(0, 2, 1), np.eye(3), atol=1e-4)
+
+
+def test_cup_clips_in_the_dataset_format(cup_annotation):
+    ds = ClipDataset(cup_annotation)
+    assert len(ds) == 7  # 6 x 33 frames + the last 19
+    for i in (0, len(ds) - 1):
+        clip = ds[i]
+        validate_clip(clip)
+        assert set(REQUIRED_KEYS) <= set(clip)
+        T, H, W = clip["video"].shape[:3]
+        assert (H, W) == (128, 170) and T in (33, 19)
+        present = np.isfinite(clip["joints3d"][:, 1, 0, 0])
+        assert present.mean() >= 0.95 and not np.isfinite(clip["joints3d"][:, 0]).any()
+        assert clip["hands_present"].tolist() == [False, True]
+        # joints2d are the projections of joints3d, and they land on the rendered hand
+        uv = clip["joints2d"][present, 1]
+        proj = clip["joints3d"][present, 1] @ clip["K"].T
+        assert np.allclose(uv, proj[..., :2] / proj[..., 2:], atol=1e-3)
+        ij = np.clip(uv.astype(int), 0, [W - 1, H - 1])
+        t_idx = np.nonzero(present)[0][:, None].repeat(21, 1)
+        assert clip["hand_mask"][t_idx, ij[..., 1], ij[..., 0]].mean() > 0.9
+        assert (clip["control"][clip["hand_mask"]] > 0).any(-1).all()
+        assert not clip["depth"].any()
+        meta = ds.meta(i)
+        assert meta["annotated"] and any(a.startswith("depth") for a in meta["absent"])
+        assert np.allclose(clip["actions"][:, 12:75].reshape(T, 21, 3), 0)  # no left hand
+    assert 0.2 < ds.meta(0)["scale"]["scene_depth_m"] < 1.5  # hand-prior scale: a hand at arm's length
+
+
+def test_annotated_clip_trains_the_teacher(cup_annotation, tmp_path):
+    from hand2world.train import TeacherRunConfig, train_teacher
+    from hand2world.train.config import from_dict
+
+    cfg = from_dict(TeacherRunConfig, {
+        "model": {"preset": "tiny", "overrides": {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128,
+                                                  "freq_dim": 32, "camera_adapter_dim": 16}},
+        "autoencoder": "preset:tiny",
+        "data": {"root": str(cup_annotation), "frames": 4, "size": 32},
+        "optim": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup": 1, "ema_decay": 0.9, "ckpt_every": 1000,
+                  "log_every": 1},
+        "out_dir": str(tmp_path / "run"),
+    })
+    out = train_teacher(cfg)
+    assert len(out["losses"]) == 2 and np.isfinite(np.asarray(out["losses"], dtype=float)).all()
+    assert out["final"] is not None and (Path(out["final"]) / "model.safetensors").is_file()
