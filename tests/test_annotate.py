@@ -131,6 +131,7 @@ def test_rigid_mpjpe_ignores_rotation_and_translation():
     assert rigid_mpjpe(pred, gt).max() < 1e-9
     noisy = pred + rng.normal(0, 0.002, pred.shape)
     assert 0.001 < rigid_mpjpe(noisy, gt).mean() < 0.004
+    assert rigid_mpjpe(1.2 * pred, gt).min() > 0.005 and rigid_mpjpe(1.2 * pred, gt, scale=True).max() < 1e-9
 
 
 # ---------------------------------------------------------------------------------------- real footage

@@ -5,8 +5,9 @@ its outputs are compared with the clip's ground truth:
 
 - hands (MediaPipe path): detection rate (frames where a ground-truth hand is in view and the
   pipeline has that side), side accuracy, and MPJPE of the fitted joints after a rigid
-  alignment (rotation + translation per hand and frame, Kabsch; no scale), plus the
-  unaligned camera-space error (which includes the monocular depth error);
+  alignment (rotation + translation per hand and frame, Kabsch; no scale), with scale too
+  (PA-MPJPE, as the hand literature reports), and the unaligned camera-space error (which
+  includes the monocular depth error);
 - hands (fallback, documented): MediaPipe finds the synthetic open-model hands only in some
   clips, so the fitting stage is also validated on the ground-truth landmarks with noise
   (``noise_px`` on the 2-D landmarks, ``noise_m`` on the hand-centred 3-D ones) through the
@@ -38,16 +39,20 @@ __all__ = ["camera_errors", "gt_tracks", "rigid_mpjpe", "validate_clips", "valid
 WINDOW = 16
 
 
-def rigid_mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Mean joint error ``[N]`` (metres) of ``pred [N, 21, 3]`` after the best rotation + translation onto ``gt``."""
+def rigid_mpjpe(pred: np.ndarray, gt: np.ndarray, scale: bool = False) -> np.ndarray:
+    """Mean joint error ``[N]`` (metres) of ``pred [N, 21, 3]`` after the best rotation + translation onto ``gt``.
+
+    ``scale=True`` also fits a scale (Procrustes, the literature's PA-MPJPE).
+    """
     p = pred - pred.mean(1, keepdims=True)
     g = gt - gt.mean(1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum("nji,njk->nik", g, p))
+    u, sv, vt = np.linalg.svd(np.einsum("nji,njk->nik", g, p))
     d = np.sign(np.linalg.det(u @ vt))
     fix = np.ones((len(p), 3))
     fix[:, 2] = d
     R = u @ (fix[:, :, None] * vt)
-    return np.linalg.norm(np.einsum("nij,nkj->nki", R, p) - g, axis=-1).mean(-1)
+    s = ((sv * fix).sum(-1) / (p ** 2).sum((1, 2)))[:, None, None] if scale else 1.0
+    return np.linalg.norm(s * np.einsum("nij,nkj->nki", R, p) - g, axis=-1).mean(-1)
 
 
 def camera_errors(c2w_est: np.ndarray, c2w_gt: np.ndarray, window: int = WINDOW) -> dict[str, list[float]]:
@@ -107,8 +112,8 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
     """
     indices = list(range(len(dataset))) if indices is None else list(indices)
     rows = []
-    acc: dict[str, list[float]] = {k: [] for k in ("rot_deg", "trans_cm", "dir_deg", "mpjpe_mm", "mpjpe_abs_mm",
-                                                   "fallback_mpjpe_mm", "fallback_abs_mm")}
+    acc: dict[str, list[float]] = {k: [] for k in ("rot_deg", "trans_cm", "dir_deg", "mpjpe_mm", "pa_mpjpe_mm",
+                                                   "mpjpe_abs_mm", "fallback_mpjpe_mm", "fallback_abs_mm")}
     seen = expected = side_ok = side_n = 0
     for i in tqdm(indices, desc="validate", unit="clip"):
         clip = dataset[i]
@@ -133,6 +138,7 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
             row["mpjpe_mm"] = float(np.mean(rigid_mpjpe(est_j, gt_j)) * 1000)
             row["mpjpe_abs_mm"] = float(np.mean(np.linalg.norm(est_j - gt_j, axis=-1)) * 1000)
             acc["mpjpe_mm"] += list(rigid_mpjpe(est_j, gt_j) * 1000)
+            acc["pa_mpjpe_mm"] += list(rigid_mpjpe(est_j, gt_j, scale=True) * 1000)
             acc["mpjpe_abs_mm"] += list(np.linalg.norm(est_j - gt_j, axis=-1).mean(-1) * 1000)
         fb_tracks, _ = clean_tracks(gt_tracks(clip, noise_px, noise_m, seed=i), cfg.tracks)
         fb = fit_tracks(fb_tracks, clip["K"], (W, H), fps, cfg)
