@@ -205,3 +205,11 @@ def test_annotated_clip_trains_the_teacher(cup_annotation, tmp_path):
     out = train_teacher(cfg)
     assert len(out["losses"]) == 2 and np.isfinite(np.asarray(out["losses"], dtype=float)).all()
     assert out["final"] is not None and (Path(out["final"]) / "model.safetensors").is_file()
+
+
+def test_clip_starts_cover_the_video():
+    from hand2world.annotate.pipeline import clip_starts
+
+    assert clip_starts(217, 33) == [0, 33, 66, 99, 132, 165, 198]  # the last 19 frames make a 7th clip
+    assert clip_starts(40, 33) == [0]  # 7 left over: under half a clip, dropped
+    assert clip_starts(10, 33) == [0]  # a short video is one short clip

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,8 +48,8 @@ from hand2world.hands.skeleton import SIDES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnnotateConfig", "Annotation", "annotate_frames", "annotate_video", "clip_size", "fit_tracks",
-           "resolve_kind"]
+__all__ = ["AnnotateConfig", "Annotation", "annotate_frames", "annotate_video", "clip_size", "clip_starts",
+           "fit_tracks", "resolve_kind"]
 
 NO_SMOOTHING = 1e9  # One-Euro cutoff (Hz) that passes samples through unchanged
 
@@ -266,16 +266,21 @@ def fit_tracks(tracks: HandTracks, K: np.ndarray, size: tuple[int, int], fps: fl
     return out
 
 
-def annotation_clips(ann: Annotation, config: AnnotateConfig, source: str) -> list[dict]:
-    """Cut an annotation into ``hand2world.data`` clips of ``config.clip_frames`` (see module docstring)."""
+def clip_starts(frames: int, clip_frames: int) -> list[int]:
+    """First frames of the clips cut from ``frames`` frames (the last, shorter clip kept if >= half as long)."""
+    n = clip_frames
+    starts = list(range(0, max(frames - n, 0) + 1, n)) if frames >= n else [0]
+    rest = frames - (starts[-1] + n)
+    if rest >= max(1, n // 2):
+        starts.append(frames - rest)
+    return starts
+
+
+def annotation_clips(ann: Annotation, config: AnnotateConfig, source: str) -> Iterator[dict]:
+    """Cut an annotation into ``hand2world.data`` clips of ``config.clip_frames`` (see module docstring); lazily."""
     T = len(ann.frames)
     n = config.clip_frames
-    starts = list(range(0, max(T - n, 0) + 1, n)) if T >= n else [0]
-    rest = T - (starts[-1] + n)
-    if rest >= max(1, n // 2):
-        starts.append(T - rest)
-    clips = []
-    for a in starts:
+    for a in clip_starts(T, n):
         b = min(a + n, T)
         sl = slice(a, b)
         control = ann.control[sl]
@@ -284,7 +289,7 @@ def annotation_clips(ann: Annotation, config: AnnotateConfig, source: str) -> li
         joints2d = project(torch.from_numpy(np.nan_to_num(joints3d)), torch.from_numpy(ann.K)).numpy()
         joints2d[np.isnan(joints3d[..., :2])] = np.nan
         c2w = ann.c2w[sl]
-        clips.append({
+        yield {
             "video": ann.frames[sl], "control": control, "K": ann.K, "c2w": c2w, "joints3d": joints3d,
             "joints2d": joints2d.astype(np.float32), "hand_mask": mask, "visible_mask": mask.copy(),
             "depth": np.zeros(mask.shape, np.float32), "actions": actions_from(c2w, joints3d),
@@ -294,8 +299,7 @@ def annotation_clips(ann: Annotation, config: AnnotateConfig, source: str) -> li
                      "absent": ["depth (zeros)", "visible_mask (= hand_mask: occlusion not recovered)",
                                 "object_poses", "object_info"],
                      "scale": ann.stats["scale"], "K_input": ann.K_input.tolist()},
-        })
-    return clips
+        }
 
 
 def annotate_video(videos: str | Path | list, out: str | Path, config: AnnotateConfig = AnnotateConfig(),
@@ -328,6 +332,7 @@ def annotate_video(videos: str | Path | list, out: str | Path, config: AnnotateC
                                   mano_dir=mano_dir)
             t0 = time.perf_counter()
             ids = [writer.add(c) for c in tqdm(annotation_clips(ann, config, str(path)), desc="annotate: write",
+                                                total=len(clip_starts(len(ann.frames), config.clip_frames)),
                                                 unit="clip")]
             write_ms = _ms(t0)
             summary = summarize(ann)

@@ -151,6 +151,7 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
             acc["fallback_abs_mm"] += list(ea)
         if row["head_moving"]:
             cam = camera_errors(ann.c2w, clip["c2w"])
+            row["rot_deg"] = cam["rot_deg"]
             row["rot_deg_max"] = max(cam["rot_deg"]) if cam["rot_deg"] else None
             row["trans_cm_max"] = max(cam["trans_cm"]) if cam["trans_cm"] else None
             for k in ("rot_deg", "trans_cm", "dir_deg"):
@@ -158,6 +159,7 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
         row["odometry"] = ann.stats["odometry"]
         rows.append(row)
     summary = {k: _summary(v) for k, v in acc.items()}
+    summary["rot_windows_within_2deg"] = float(np.mean(np.asarray(acc["rot_deg"]) <= 2.0)) if acc["rot_deg"] else None
     summary["detection_rate"] = seen / max(expected, 1)
     summary["side_accuracy"] = side_ok / max(side_n, 1)
     summary["noise"] = {"px": noise_px, "m": noise_m}
