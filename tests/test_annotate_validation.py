@@ -4,9 +4,9 @@ Two head-motion clips of the world at 384 px (seed 4242, clips 0 and 1) go throu
 RGB only (plus their K). What is asserted, and how it stands against the issue's floors:
 - camera: relative rotation error per 16-frame window, median <= 2 deg (the floor asks every window
   <= 2 deg; the pipeline's worst windows reach ~3 deg on this world, so the max is only guarded <= 4);
-- hands: MediaPipe finds the synthetic open-model hands in about half of the frames, so the fitting
-  stage is held to the floor (MPJPE <= 15 mm after rigid alignment) on ground-truth landmarks with
-  1 px / 3 mm noise (the documented fallback); the MediaPipe path is held to PA-MPJPE <= 15 mm.
+- hands: MPJPE after rigid alignment <= 15 mm (median) on the frames where MediaPipe finds the
+  synthetic open-model hands (about half of them), and on ground-truth landmarks with 1 px / 3 mm
+  noise (the documented fallback, which covers every frame).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def test_synthetic_ground_truth_floors(tmp_path):
     assert len(result["clips"]) == 2 and all(c["head_moving"] for c in result["clips"])
     assert s["rot_deg"]["n"] == 4 and s["rot_deg"]["median"] <= 2.0 and s["rot_deg"]["max"] <= 4.0, s["rot_deg"]
     assert s["fallback_mpjpe_mm"]["n"] > 30 and s["fallback_mpjpe_mm"]["median"] <= 15.0
-    assert s["pa_mpjpe_mm"]["n"] > 10 and s["pa_mpjpe_mm"]["median"] <= 15.0
+    assert s["mpjpe_mm"]["n"] > 10 and s["mpjpe_mm"]["median"] <= 15.0  # MediaPipe path, hand-size prior
+    assert s["pa_mpjpe_mm"]["median"] <= s["mpjpe_mm"]["median"] + 1e-6
     assert s["side_accuracy"] >= 0.8  # MediaPipe handedness on synthetic hands, after track voting
     assert (tmp_path / "validation.json").is_file()

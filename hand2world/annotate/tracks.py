@@ -17,7 +17,9 @@ Design choices:
 - Size: a person's hand does not change size, but MediaPipe's metric world landmarks do
   (their summed bone length varies by up to +-70 % over the real cup video, worst while the
   fingers wrap the cup). Rejecting such frames would drop a third of them, so instead each
-  frame's world landmarks are rescaled to the side's median size (``normalize_size``).
+  frame's world landmarks are rescaled to one size per side (``normalize_size``): the side's
+  median, or a given ``hand_size_m`` (the pipeline passes the hand model's mean-shape size when
+  ``AnnotateConfig.hand_size="model"``, a population prior).
 - Gaps of at most ``max_gap`` frames between kept frames of a side are filled by linear
   interpolation (image and world landmarks); longer gaps stay empty.
 - Smoothing: a Gaussian filter along time (``sigma`` frames, zero phase: no lag), per
@@ -50,7 +52,8 @@ class TrackConfig:
     max_lost: int = 15  # frames a track may be lost and still continue
     link_thresh: float = 1.0  # max mean landmark distance, in hand sizes, to continue a track
     jump_thresh: float = 0.5  # outlier: distance from the neighbours' median, in hand sizes
-    normalize_size: bool = True  # rescale world landmarks to the side's median hand size
+    normalize_size: bool = True  # rescale world landmarks to one hand size per side ...
+    hand_size_m: float | None = None  # ... this one (summed bone length, m), or None: the side's median
     min_segment: int = 3  # segments shorter than this are dropped
     max_gap: int = 6  # gaps up to this many frames are interpolated
     sigma: float = 1.0  # Gaussian smoothing along time, frames (0 disables)
@@ -213,7 +216,8 @@ def clean_tracks(tracks: HandTracks, config: TrackConfig = TrackConfig()) -> tup
         # 1. one hand size; outliers against the neighbours' median
         if config.normalize_size:
             sizes = hand_size(out.world[idx, s])
-            out.world[idx, s] *= (np.median(sizes) / np.maximum(sizes, 1e-6))[:, None, None]
+            target = config.hand_size_m or float(np.median(sizes))
+            out.world[idx, s] *= (target / np.maximum(sizes, 1e-6))[:, None, None]
         bad = np.zeros(idx.size, bool)
         img = out.image[idx, s]
         for n in range(idx.size):
