@@ -1,32 +1,37 @@
-"""Camera trajectory from the video itself: frame-to-frame visual odometry with the hands masked out.
+"""Camera trajectory from the video itself: keyframe visual odometry with the hands masked out.
 
 Design choices:
-- Features: Shi-Tomasi corners tracked by pyramidal Lucas-Kanade (OpenCV) from the previous
-  frame into the current one, kept only when the backward track returns within 1 px; corners
-  are never taken on a hand: each hand's landmark hull, dilated by ``mask_dilate`` of the
-  hand's size, is masked out in both frames (hands move independently of the head). KLT was
-  chosen over ORB matching: head motion between consecutive frames is small, and KLT is
-  faster and gives sub-pixel correspondences.
-- Static test first: when at least ``static_fraction`` of the tracked points move less than
+- Features: Shi-Tomasi corners detected on a keyframe and tracked frame to frame by pyramidal
+  Lucas-Kanade (OpenCV), kept while the backward track returns within 1 px; never on a hand:
+  each hand's landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a forearm band
+  from the wrist to the image border, is masked (detection on the keyframe; a track entering
+  the mask later is dropped). KLT was chosen over ORB matching: head motion between frames is
+  small, and KLT is faster and sub-pixel.
+- Keyframes: each frame's pose is estimated against the current keyframe (a wider baseline
+  than the previous frame: better conditioned); a new keyframe every ``keyframe_every`` frames
+  (4 beat 2, 8 and 16 on synthetic ground truth), or when the median flow since the keyframe
+  exceeds ``keyframe_flow_px`` or fewer than ``keyframe_keep`` of its points survive.
+  ``c2w[t] = c2w[key] @ inv(T_{t,key})``; the first frame is the world frame (identity). Drift
+  accumulates; the floor metric is relative rotation over 16-frame windows.
+- Static test first: when at least ``static_fraction`` of the tracked points moved less than
   ``static_px``, the camera did not move (points of a still scene do not move by accident;
-  what moves is a hand-held object or the arm). Without it, a static camera filming a hand
-  turning a textured cup in front of a bare wall (the real cup video) "rotates" with the cup.
-  The forearm is masked with the hand (a band from the wrist to the image border).
-- Otherwise two motion models per frame pair, on bearing vectors ``K^-1 [u, v, 1]``:
+  what moves is a hand-held object).
+- Otherwise two motion models, on bearing vectors ``K^-1 [u, v, 1]`` (OpenCV's integer pixel
+  centres shifted by 0.5 to the project's convention):
   1. pure rotation ``b2 ~ R b1`` (Kabsch on RANSAC inliers of a homography): head turns with
      little translation, where the essential matrix is degenerate;
   2. the essential matrix (5-point RANSAC) + ``recoverPose``: rotation and translation direction.
   The rotation-only model is kept when its median reprojection residual is below
   ``parallax_px``; otherwise the essential-matrix pose is used and its inliers are triangulated
-  to a median scene depth in units of the step's (unit) baseline.
-- Chaining: ``c2w[t] = c2w[t-1] @ inv(T_{t,t-1})``, the first frame is the world frame (identity).
-  Drift accumulates, but the floor metric is relative rotation over 16-frame windows.
-- Metric scale (best effort): a monocular step has no scale. Each translating step's length is
-  set so that the median depth of its triangulated scene points equals ``scene_depth`` metres;
-  the pipeline passes the median depth of the fitted hands (a hand-size prior: the hand model
-  is metric, so its fitted depth is), i.e. it assumes the hands work at about the depth of the
-  scene the camera sees, as in tabletop egocentric footage. Where no hand is seen, 0.5 m.
-- Pycolmap SfM is not used here (see the README): frame-to-frame VO is what ships.
+  to a median scene depth in units of the (unit) baseline.
+- Metric scale (best effort): a monocular pose has no scale. Each translation is scaled so that
+  the median depth of its triangulated scene points equals ``scene_depth`` metres; the pipeline
+  passes the median depth of the fitted hands (metric through the hand-size prior), i.e. it
+  assumes the hands work at about the depth of the scene the camera sees, as on a tabletop.
+  Where no hand is seen, 0.5 m.
+- Not handled: a hand-held object that dominates the view moves the estimate with it (only
+  hands and forearms are masked). pycolmap's LO-RANSAC relative pose and its refinement were
+  tried on the same correspondences and were not more accurate, so they are not used.
 """
 
 from __future__ import annotations
