@@ -1,12 +1,21 @@
 # hand2world — the two quick-start commands are `make run` and `make test`.
-.PHONY: setup run test lint bench
+.PHONY: setup run demo test lint bench
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 setup:
 	@bash scripts/setup.sh
 
-# The main job. Until the live server lands this runs the furthest real pipeline: the real cup
-# video -> MediaPipe -> hand fit -> control render + Plücker rays, as a side-by-side MP4.
+# The main job: the live app. Open http://$(HOST):$(PORT)/ in Chromium/Chrome and gesture at the
+# webcam. Until the distilled student ships it runs in preview mode (the real conditioning:
+# control render + camera over the scene photo, clearly stamped PREVIEW).
 run: setup
+	.venv/bin/hand2world serve --host $(HOST) --port $(PORT)
+
+# The conditioning path on the real cup video -> outputs/cup_control.mp4 (input | landmarks |
+# control render | Plücker rays) with per-stage timings in outputs/cup_control.json.
+demo: setup
 	.venv/bin/hand2world control --out outputs/cup_control.mp4
 
 test: setup
@@ -17,3 +26,5 @@ lint: setup
 
 bench: setup
 	.venv/bin/hand2world bench render
+	.venv/bin/hand2world bench fit
+	.venv/bin/hand2world bench control
