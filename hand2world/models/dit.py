@@ -59,8 +59,8 @@ def _gate(x: Tensor, gate: Tensor) -> Tensor:
     return (x.float().view(b, n_f, -1, x.shape[-1]) * gate[:, :, None]).flatten(1, 2)
 
 
-class SelfAttention(nn.Module):
-    """Wan self-attention: q/k/v/o projections, RMS norm on q and k across heads, RoPE."""
+class _Attention(nn.Module):
+    """Wan attention projections: q/k/v/o and RMS norm on q and k across heads (shared by both kinds)."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
@@ -69,13 +69,22 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
-                cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        """``x [B, L, D]`` -> ``[B, L, D]``; with a cache, keys/values of earlier blocks come from it."""
+    def _heads(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [B, L, D]``, ``context [B, S, D]`` -> q ``[B, H, L, D/H]``, k, v ``[B, H, S, D/H]``."""
         heads = self.num_heads
         q = self.norm_q(self.q(x)).unflatten(2, (heads, -1)).transpose(1, 2)
-        k = self.norm_k(self.k(x)).unflatten(2, (heads, -1)).transpose(1, 2)
-        v = self.v(x).unflatten(2, (heads, -1)).transpose(1, 2)
+        k = self.norm_k(self.k(context)).unflatten(2, (heads, -1)).transpose(1, 2)
+        v = self.v(context).unflatten(2, (heads, -1)).transpose(1, 2)
+        return q, k, v
+
+
+class SelfAttention(_Attention):
+    """Wan self-attention with RoPE; with a KV cache, keys/values of earlier blocks come from it."""
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
+                cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        """``x [B, L, D]`` -> ``[B, L, D]``."""
+        q, k, v = self._heads(x, x)
         q, k = RotaryEmbedding3D.apply(q, *rope), RotaryEmbedding3D.apply(k, *rope)
         if cache is not None:
             k, v = cache.write(layer, k, v)
@@ -83,22 +92,12 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Wan text cross-attention (no RoPE)."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """``x [B, L, D]``, ``context [B, S, D]`` -> ``[B, L, D]``."""
-        heads = self.num_heads
-        q = self.norm_q(self.q(x)).unflatten(2, (heads, -1)).transpose(1, 2)
-        k = self.norm_k(self.k(context)).unflatten(2, (heads, -1)).transpose(1, 2)
-        v = self.v(context).unflatten(2, (heads, -1)).transpose(1, 2)
+        q, k, v = self._heads(x, context)
         return self.o(attention(q, k, v).transpose(1, 2).flatten(2))
 
 
