@@ -34,7 +34,7 @@ from hand2world.paths import asset_path, client_dir
 from hand2world.server.protocol import MAX_MESSAGE_BYTES, SCHEMAS
 from hand2world.server.scenes import DEFAULT_SCENE, MAX_UPLOAD_BYTES, SceneError, SceneStore
 from hand2world.server.session import ServerConfig, Session
-from hand2world.server.webrtc import answer_offer, limit_ice_hosts
+from hand2world.server.webrtc import answer_offer, limit_ice_hosts, rtc_configuration
 from hand2world.server.ws import serve_websocket
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def create_app(config: ServerConfig | None = None, upload_root: str | Path | Non
     registry = Registry(config, scenes)
     if config.ice_hosts is not None:
         limit_ice_hosts(config.ice_hosts)
+    rtc_configuration(config)  # a bad --ice-server fails here, not at the first offer
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

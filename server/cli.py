@@ -5,6 +5,10 @@ video model's ``StreamingGenerator`` exists) streams the *conditioning preview* 
 render over the scene photo — not generated video; ``--source generator --weights ...`` will run
 the model. ``--ice-host`` limits WebRTC host candidates (e.g. 127.0.0.1 inside a network
 namespace with only loopback); by default aioice offers every non-loopback interface address.
+``--ice-server URL`` (repeatable; default: ``$HAND2WORLD_ICE_SERVERS``, space- or comma-separated)
+gives the server's peer connections STUN/TURN servers, e.g. ``turn:turn.example.org:3478`` when
+the server runs behind NAT (Docker); a TURN server's username and credential come from
+``$HAND2WORLD_ICE_USERNAME`` / ``$HAND2WORLD_ICE_CREDENTIAL`` (kept off the command line).
 
 ``bench latency`` starts the app in-process on 127.0.0.1, replays the real cup video's MediaPipe
 landmarks at 30 Hz through a real client (aiortc WebRTC or WebSocket) and reports the server-side
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import time
 
 log = logging.getLogger(__name__)
@@ -25,7 +31,12 @@ def _config(args: argparse.Namespace, **over):
     from hand2world.server.session import ServerConfig
 
     ice = tuple(args.ice_host) if getattr(args, "ice_host", None) else None
-    kw = dict(height=args.height, width=args.width, max_fps=args.max_fps, source=args.source,
+    servers = getattr(args, "ice_server", None)
+    if servers is None:
+        servers = [u for u in re.split(r"[\s,]+", os.environ.get("HAND2WORLD_ICE_SERVERS", "")) if u]
+    kw = dict(ice_servers=tuple(servers), ice_username=os.environ.get("HAND2WORLD_ICE_USERNAME") or None,
+              ice_credential=os.environ.get("HAND2WORLD_ICE_CREDENTIAL") or None,
+              height=args.height, width=args.width, max_fps=args.max_fps, source=args.source,
               weights=getattr(args, "weights", None), device=getattr(args, "device", "cpu"),
               max_sessions=getattr(args, "max_sessions", 4), kiosk=getattr(args, "kiosk", False), ice_hosts=ice)
     kw.update(over)
@@ -37,9 +48,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hand2world.server.app import create_app
+    from hand2world.server.webrtc import rtc_configuration
 
     torch.set_num_threads(args.threads)
     config = _config(args)
+    try:
+        rtc_configuration(config)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if config.source != "preview":  # fail fast, before serving, when the generator cannot load
         from hand2world.server.sources import load_source
 
@@ -76,7 +93,7 @@ async def _latency(args: argparse.Namespace) -> dict:
 
     logging.getLogger("aioice").setLevel(logging.WARNING)
     msgs = await asyncio.to_thread(cup_hand_messages, 90)
-    app = create_app(_config(args, ice_hosts=("127.0.0.1",)))
+    app = create_app(_config(args, ice_hosts=("127.0.0.1",), ice_servers=()))  # loopback only
     registry = app.state.registry
     n = int(args.seconds * args.rate)
     async with LocalServer(app) as url:
@@ -128,6 +145,10 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--kiosk", action="store_true", help="kiosk mode: the page starts by itself, full-screen output")
     p.add_argument("--ice-host", action="append", default=None,
                    help="offer WebRTC host candidates only on this address (repeatable), e.g. 127.0.0.1")
+    p.add_argument("--ice-server", action="append", default=None, metavar="URL",
+                   help="STUN/TURN server for WebRTC (repeatable), e.g. turn:turn.example.org:3478; default "
+                        "$HAND2WORLD_ICE_SERVERS; TURN credentials from $HAND2WORLD_ICE_USERNAME / "
+                        "$HAND2WORLD_ICE_CREDENTIAL")
     p.add_argument("--uploads", default=None, help="folder for scene uploads (default: a temp folder, removed)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     _add_common(p)

@@ -68,6 +68,9 @@ class ServerConfig:
     control_preview_hz: float = 4.0  # control-render JPEGs per second on the data channel (0 = off)
     kiosk: bool = False
     ice_hosts: tuple[str, ...] | None = None  # limit ICE host candidates (e.g. ("127.0.0.1",))
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for the server's peer connections (none: host candidates)
+    ice_username: str | None = None  # TURN username / credential (long-term credentials, for turn(s): URLs)
+    ice_credential: str | None = None
 
 
 class Inbox:

@@ -10,7 +10,11 @@ Design choices:
 - Frame pacing in ``recv``: frames leave no faster than ``max_fps``; the track always sends the
   newest frame (the slot drops older ones); with nothing new for ``idle_s`` it repeats the last
   frame so the receiver's decoder and jitter buffer keep running.
-- ``RTCConfiguration(iceServers=[])``: no STUN/TURN request ever leaves the machine.
+- ``RTCConfiguration(iceServers=[])`` by default: no STUN/TURN request ever leaves the machine.
+  ``ServerConfig.ice_servers`` (``hand2world serve --ice-server URL``) adds STUN/TURN servers, e.g.
+  a TURN relay when the server runs behind NAT (Docker); ``rtc_configuration`` builds and checks
+  them. aiortc uses the first STUN and the first TURN URL it can use (TURN over udp/tcp, TURNS
+  over tcp) and ignores the rest.
   ``limit_ice_hosts`` restricts aioice's host-candidate discovery (it skips loopback by
   default): ``("127.0.0.1",)`` for loopback tests and network namespaces with only ``lo``.
   aioice has no option for it, so this swaps its module-level ``get_host_addresses`` for the
@@ -27,7 +31,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
@@ -54,6 +58,30 @@ def limit_ice_hosts(hosts: tuple[str, ...] | None) -> None:
         return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+def rtc_configuration(config: Any) -> RTCConfiguration:
+    """The peer-connection configuration for ``config.ice_servers`` (TURN URLs get the username/credential).
+
+    Raises ``ValueError`` for a malformed URL or a TURN URL without a username and credential.
+    """
+    from aiortc.rtcicetransport import parse_stun_turn_uri
+
+    servers = []
+    for url in config.ice_servers:
+        try:
+            parsed = parse_stun_turn_uri(url)
+        except ValueError as exc:
+            raise ValueError(f"bad ICE server URL {url!r} ({exc}); expected stun:HOST[:PORT] or "
+                             f"turn:HOST[:PORT][?transport=udp|tcp] / turns:HOST[:PORT]") from None
+        if parsed["scheme"] in ("turn", "turns"):
+            if not config.ice_username or not config.ice_credential:
+                raise ValueError(f"TURN server {url!r} needs a username and credential "
+                                 "(HAND2WORLD_ICE_USERNAME / HAND2WORLD_ICE_CREDENTIAL)")
+            servers.append(RTCIceServer(urls=url, username=config.ice_username, credential=config.ice_credential))
+        else:
+            servers.append(RTCIceServer(urls=url))
+    return RTCConfiguration(iceServers=servers)
 
 
 class SessionVideoTrack(MediaStreamTrack):
@@ -178,7 +206,7 @@ async def answer_offer(session: Session, sdp: str, kind: str, on_close: Any) -> 
 
     Raises ``ValueError`` with a clear message for an unusable offer.
     """
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc = RTCPeerConnection(rtc_configuration(session.config))
     closed = asyncio.Event()
 
     async def close() -> None:
