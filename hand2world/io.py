@@ -73,6 +73,14 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """Encode uint8 RGB ``[H, W, 3]`` as JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Write uint8 RGB ``[H, W, 3]`` to an image file (PNG/JPEG by suffix)."""
     path = Path(path)

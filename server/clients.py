@@ -30,6 +30,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+async def wait_until(cond: Any, timeout: float, poll: float = 0.05) -> bool:
+    """Poll ``cond()`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            return False
+        await asyncio.sleep(poll)
+    return True
+
+
 class LocalServer:
     """``async with LocalServer(app) as base_url:`` serves ``app`` on 127.0.0.1 until the block ends."""
 

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from hand2world.conditioning import ControlConfig, ControlPipeline
+from hand2world.io import encode_jpeg
 from hand2world.server.protocol import (
     HandsMessage,
     Message,
@@ -267,8 +268,7 @@ class Session:
             return None
         h = max(2, round(self._control.shape[0] * width / self._control.shape[1]))
         small = cv2.resize(self._control, (width, h), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return buf.tobytes() if ok else None
+        return encode_jpeg(small, quality)
 
     # ---- worker side ----
     async def _set_scene(self, name: str, token: str | None) -> None:

@@ -19,9 +19,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import cv2
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hand2world.io import encode_jpeg
 from hand2world.server.protocol import ProtocolError, SceneMessage, parse_message
 from hand2world.server.scenes import SceneError
 from hand2world.server.session import Session
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
 JPEG_QUALITY = 85
-
-
-def encode_jpeg(rgb, quality: int = JPEG_QUALITY) -> bytes:
-    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 async def _receive_text(ws: WebSocket) -> str | bytes | None:
@@ -111,7 +104,7 @@ async def _sender(ws: WebSocket, session: Session) -> None:
         frame = await session.frames.wait(last, timeout=0.05)
         if frame is not None:
             last = frame.index
-            jpeg = await asyncio.to_thread(encode_jpeg, frame.rgb)
+            jpeg = await asyncio.to_thread(encode_jpeg, frame.rgb, JPEG_QUALITY)
             await ws.send_bytes(jpeg)
             session.mark_sent(frame)
         now = time.perf_counter()

@@ -29,7 +29,7 @@ import pytest
 import websockets
 
 from hand2world.server.app import create_app
-from hand2world.server.clients import LocalServer, WebRTCClient
+from hand2world.server.clients import LocalServer, WebRTCClient, wait_until
 from hand2world.server.session import ServerConfig
 
 pytestmark = pytest.mark.slow
@@ -81,22 +81,13 @@ async def _webrtc_session(url: str, i: int) -> int:
         await client.close()
 
 
-async def _until(cond, timeout: float) -> bool:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def _round(url: str, registry, r: int) -> str:
     kind = "webrtc" if r % WEBRTC_EVERY == 0 else "ws"
     fn = _webrtc_session if kind == "webrtc" else _ws_session
     results = await asyncio.gather(*(fn(url, r * PER_ROUND + k) for k in range(PER_ROUND)))
     assert all(x > 0 for x in results)
     # the server releases every session once its client is gone (WebRTC: on the peer's close)
-    assert await _until(lambda: not registry.sessions and not registry.peers, 15), \
+    assert await wait_until(lambda: not registry.sessions and not registry.peers, 15), \
         f"round {r}: {len(registry.sessions)} sessions left"
     return kind
 
@@ -127,7 +118,7 @@ def test_churn_50_rounds_of_8_sessions_leaves_nothing_behind():
             out["churn_s"] = time.perf_counter() - t0
             out["kinds"] = kinds
             # let closing transports finish (bounded), then count
-            await _until(lambda: _settle_counts()[0] <= out["tasks0"], 10)
+            await wait_until(lambda: _settle_counts()[0] <= out["tasks0"], 10)
             gc.collect()
             out["tasks1"], out["threads1"] = _settle_counts()
             out["rss1"] = _rss_mb()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import cv2
 import httpx
@@ -20,7 +19,7 @@ from aiortc import VideoStreamTrack
 from av import VideoFrame
 
 from hand2world.server.app import create_app
-from hand2world.server.clients import LocalServer, WebRTCClient, cup_hand_messages
+from hand2world.server.clients import LocalServer, WebRTCClient, cup_hand_messages, wait_until
 from hand2world.server.session import ServerConfig
 
 CONFIG = ServerConfig(ice_hosts=("127.0.0.1",), stats_interval=0.25)
@@ -67,15 +66,6 @@ async def _send_hands(send, msgs, n: int, rate: float = 30.0, t0: float = 0.0) -
         await asyncio.sleep(1.0 / rate)
 
 
-async def _until(cond, timeout: float) -> bool:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 def test_webrtc_client_gets_50_conditioned_frames(cup_messages):
     async def run():
         async with LocalServer(create_app(CONFIG)) as url:
@@ -84,7 +74,7 @@ def test_webrtc_client_gets_50_conditioned_frames(cup_messages):
             sender = asyncio.create_task(_send_hands(lambda m: _async(client.send, m), cup_messages, 150))
             assert await client.wait_frames(50, 30) >= 50
             await sender
-            await _until(lambda: client.stats.get("frames_out", 0) >= 50, 5)
+            await wait_until(lambda: client.stats.get("frames_out", 0) >= 50, 5)
             stats = client.stats
             async with httpx.AsyncClient() as http:
                 health = (await http.get(f"{url}/healthz")).json()
@@ -128,8 +118,8 @@ def test_websocket_client_gets_50_jpeg_frames(cup_messages):
                 await ws.send(json.dumps({"type": "start", "scene": "astronaut"}))
                 reader = asyncio.create_task(c.read())
                 await _send_hands(ws.send, cup_messages, 120)
-                assert await _until(lambda: c.frames >= 50, 20)
-                await _until(lambda: c.stats.get("frames_out", 0) >= 50, 5)
+                assert await wait_until(lambda: c.frames >= 50, 20)
+                await wait_until(lambda: c.stats.get("frames_out", 0) >= 50, 5)
                 reader.cancel()
                 return c
     c = asyncio.run(run())
@@ -150,7 +140,7 @@ def test_websocket_bad_input_gets_errors_and_others_are_unaffected(cup_messages)
                 await bad_ws.send(json.dumps({"type": "start", "scene": "chelsea"}))
                 readers = [asyncio.create_task(good.read()), asyncio.create_task(bad.read())]
                 good_sender = asyncio.create_task(_send_hands(good_ws.send, cup_messages, 150))
-                await _until(lambda: good.frames >= 5, 10)
+                await wait_until(lambda: good.frames >= 5, 10)
                 before = good.frames
                 hand = cup_messages[0]["hands"][0]
                 abuse = [
@@ -163,15 +153,15 @@ def test_websocket_bad_input_gets_errors_and_others_are_unaffected(cup_messages)
                 for raw in abuse:
                     await bad_ws.send(raw)
                 await bad_ws.send(b"\x00\xff" * 10)  # binary garbage
-                assert await _until(lambda: len(bad.errors) >= 6, 10), bad.errors
+                assert await wait_until(lambda: len(bad.errors) >= 6, 10), bad.errors
                 burst = json.dumps({**cup_messages[1], "t": 99999.0})
                 for _ in range(1000):  # a burst of 1,000 messages
                     await bad_ws.send(burst)
                 # the abusive session survives and still streams
                 n_bad = bad.frames
                 await _send_hands(bad_ws.send, cup_messages, 20, t0=200000.0)
-                assert await _until(lambda: bad.frames > n_bad + 3, 10)
-                assert await _until(lambda: bad.stats["messages_in"] >= 1020, 10)
+                assert await wait_until(lambda: bad.frames > n_bad + 3, 10)
+                assert await wait_until(lambda: bad.stats["messages_in"] >= 1020, 10)
                 await good_sender
                 for r in readers:
                     r.cancel()
@@ -237,13 +227,13 @@ def test_webrtc_bad_offers_and_data_channel_abuse(cup_messages):
             client.send(json.dumps({"type": "hands", "hands": [], "pad": "x" * 100_000}))
             for _ in range(1000):
                 client.send(json.dumps({**cup_messages[2], "t": 5.0}))
-            assert await _until(lambda: len(client.errors) >= 3, 10), client.errors
-            assert await _until(lambda: client.stats.get("messages_in", 0) >= 1000, 20)
+            assert await wait_until(lambda: len(client.errors) >= 3, 10), client.errors
+            assert await wait_until(lambda: client.stats.get("messages_in", 0) >= 1000, 20)
             n = client.stats["frames_out"]
             for i in range(45):  # the session survived: new hand messages still give new frames
                 client.send(json.dumps({**cup_messages[i], "t": 10000.0 + i * 33}))
                 await asyncio.sleep(1 / 30)
-            assert await _until(lambda: client.stats["frames_out"] > n + 10, 10), client.stats
+            assert await wait_until(lambda: client.stats["frames_out"] > n + 10, 10), client.stats
             stats = client.stats
             await client.close()
             return r_garbage, r_shape, r_sdp, r_huge, health0, client, stats
@@ -322,7 +312,7 @@ def test_server_side_tracking_from_a_video_track(cup_video):
     async def run():
         async with LocalServer(create_app(CONFIG)) as url:
             client = await WebRTCClient().connect(url, send_video=CupVideoTrack(frames))
-            ok = await _until(lambda: client.stats.get("hands_seen", 0) >= 10 and client.frames >= 10, 45)
+            ok = await wait_until(lambda: client.stats.get("hands_seen", 0) >= 10 and client.frames >= 10, 45)
             stats = client.stats
             await client.close()
             return ok, stats, client
@@ -367,7 +357,7 @@ def test_headset_xrhands_over_websocket():
                 for m in msgs:
                     await ws.send(json.dumps(m))
                     await asyncio.sleep(1 / 30)
-                await _until(lambda: c.stats.get("hands_seen", 0) >= 10, 10)
+                await wait_until(lambda: c.stats.get("hands_seen", 0) >= 10, 10)
                 reader.cancel()
                 return c
     c = asyncio.run(run())

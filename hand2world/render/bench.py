@@ -1,8 +1,8 @@
 """Control-render benchmark: milliseconds per frame on one CPU core (``hand2world bench render``).
 
 Design choices:
-- One core: ``cv2.setNumThreads(1)`` and ``torch.set_num_threads(1)`` (when torch is already
-  imported) for the run, restored afterwards; the renderer itself is NumPy (no BLAS calls).
+- Threads are set by the benchmark runner (``hand2world bench render --threads``, default one
+  core); the renderer itself is NumPy (no BLAS calls).
 - Realistic meshes: the open hand model (``HandModel.load("open", side)``) when the hands
   package and its set-up asset are there, posed as an egocentric camera sees two hands;
   otherwise the synthetic hand of ``render.synthetic`` (same vertex/face budget). The
@@ -15,14 +15,13 @@ Design choices:
 from __future__ import annotations
 
 import logging
-import math
-import sys
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 
+from hand2world.eval.bench import summarize
+from hand2world.geometry import intrinsics_from_fov
 from hand2world.render.control import render_control
 from hand2world.render.synthetic import SyntheticHand, two_hand_scene
 
@@ -69,7 +68,7 @@ def benchmark_meshes(prefer_open: bool = True) -> tuple[list[Any], str]:
 def bench_render(
     size: int = 256, hands: int = 2, iters: int = 200, warmup: int = 10, prefer_open: bool = True
 ) -> dict[str, Any]:
-    """Time ``render_control`` on one CPU core.
+    """Time ``render_control`` (on the threads the caller set).
 
     Args:
         size: square output size in pixels.
@@ -85,32 +84,17 @@ def bench_render(
         raise ValueError(f"hands must be 1 or 2, got {hands}")
     meshes, kind = benchmark_meshes(prefer_open)
     meshes = meshes[-hands:]
-    focal = 0.5 * size / math.tan(math.radians(30.0))
-    K = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
-
-    torch_mod = sys.modules.get("torch")
-    old_cv2, old_torch = cv2.getNumThreads(), (torch_mod.get_num_threads() if torch_mod else None)
-    cv2.setNumThreads(1)
-    if torch_mod is not None:
-        torch_mod.set_num_threads(1)
-    try:
-        for _ in range(warmup):
-            image = render_control(meshes, K, size, size)
-        times = np.empty(iters)
-        for i in range(iters):
-            start = time.perf_counter()
-            image = render_control(meshes, K, size, size)
-            times[i] = time.perf_counter() - start
-    finally:
-        cv2.setNumThreads(old_cv2)
-        if torch_mod is not None and old_torch is not None:
-            torch_mod.set_num_threads(old_torch)
-    ms = times * 1e3
+    K = intrinsics_from_fov(60.0, size, size).numpy()
+    for _ in range(warmup):
+        image = render_control(meshes, K, size, size)
+    ms = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        image = render_control(meshes, K, size, size)
+        ms.append((time.perf_counter() - start) * 1e3)
     result = {
-        "median_ms": float(np.median(ms)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
+        **summarize(ms),
+        "min_ms": float(min(ms)),
         "size": size,
         "hands": hands,
         "iters": iters,
