@@ -102,7 +102,8 @@ class TeacherSampler:
             scene_lat = self.ae.encode(self._to_tensor(current[None]))[:, :, 0]
             ctl_lat = self.ae.encode(ctl)
             t_lat = ctl_lat.shape[2]
-            cond = Conditioning(control=ctl_lat, scene=scene_channels(scene_lat, t_lat), rays=rays)
+            scene_c = scene_channels(scene_lat, t_lat, every_frame=self.model.config.scene_every_frame)
+            cond = Conditioning(control=ctl_lat, scene=scene_c, rays=rays)
             noise = torch.randn(ctl_lat.shape, generator=g).to(ctl.device)
             lat = euler_sample(self.model, noise, cond, steps=steps, guidance_hands=guidance_hands,
                                guidance_camera=guidance_camera)

@@ -64,14 +64,15 @@ def test_block_causal_ignores_later_blocks():
     x, t, cond = _inputs(t=6, cfg=cfg)
     out = model(x, t, cond, causal=True)
     x2, cond2 = x.clone(), Conditioning(control=cond.control.clone(), scene=cond.scene, rays=cond.rays.clone())
-    x2[:, :, 4:] = torch.randn_like(x2[:, :, 4:])  # change block 2 (frames 4, 5)
-    cond2.control[:, :, 4:] += 1.0
-    cond2.rays[:, :, 4:] += 1.0
+    # blocks: {0} (scene), {1, 2}, {3, 4}, {5}; change from block 2 (frames 3, 4) on
+    x2[:, :, 3:] = torch.randn_like(x2[:, :, 3:])
+    cond2.control[:, :, 3:] += 1.0
+    cond2.rays[:, :, 3:] += 1.0
     t2 = t.clone()
-    t2[:, 4:] = 0.9
+    t2[:, 3:] = 0.9
     out2 = model(x2, t2, cond2, causal=True)
-    assert torch.allclose(out[:, :, :4], out2[:, :, :4], atol=1e-5)
-    assert not torch.allclose(out[:, :, 4:], out2[:, :, 4:], atol=1e-3)
+    assert torch.allclose(out[:, :, :3], out2[:, :, :3], atol=1e-5)
+    assert not torch.allclose(out[:, :, 3:], out2[:, :, 3:], atol=1e-3)
 
 
 def test_bidirectional_differs_from_causal():
@@ -90,11 +91,12 @@ def test_kv_cache_rollout_equals_block_causal_forward():
             full = model(x, t, cond, causal=True)
             cache = model.new_kv_cache(batch=2, latent_hw=(16, 16), capacity_frames=6)
             outs = []
-            for s in range(0, 6, fpb):
-                blk = slice(s, s + fpb)
+            for s in [0, *range(1, 6, fpb)]:  # the scene frame alone, then blocks
+                e = 1 if s == 0 else min(s + fpb, 6)
+                blk = slice(s, e)
                 # an uncommitted pass (a denoising step) must not change the context
-                model(torch.randn_like(x[:, :, blk]), t[:, blk], cond.frames(s, s + fpb), kv_cache=cache)
-                outs.append(model(x[:, :, blk], t[:, blk], cond.frames(s, s + fpb), kv_cache=cache, commit=True))
+                model(torch.randn_like(x[:, :, blk]), t[:, blk], cond.frames(s, e), kv_cache=cache)
+                outs.append(model(x[:, :, blk], t[:, blk], cond.frames(s, e), kv_cache=cache, commit=True))
         diff = (torch.cat(outs, dim=2) - full).abs().max().item()
         assert diff <= 1e-4, (fpb, diff)
         assert cache.frames == 6

@@ -53,13 +53,16 @@ class Conditioning:
         return replace(self, control=cut(self.control), scene=cut(self.scene), rays=cut(self.rays))
 
 
-def scene_channels(scene: Tensor, num_frames: int, frame_mask: Tensor | None = None) -> Tensor:
+def scene_channels(scene: Tensor, num_frames: int, frame_mask: Tensor | None = None,
+                   every_frame: bool = False) -> Tensor:
     """Scene latent placed at masked frames (default: frame 0), plus the mask channel.
 
     Args:
         scene: ``[B, C, h, w]`` latent of the scene (first) frame.
         num_frames: latent frames T.
-        frame_mask: ``[T]`` bool, frames that carry the scene (default: only frame 0).
+        frame_mask: ``[T]`` bool, frames that are the scene (default: only frame 0).
+        every_frame: put the latent at every frame (``DiTConfig.scene_every_frame``); the mask
+            channel still marks only ``frame_mask``.
 
     Returns:
         ``[B, C + 1, T, h, w]``.
@@ -69,7 +72,8 @@ def scene_channels(scene: Tensor, num_frames: int, frame_mask: Tensor | None = N
         frame_mask = torch.zeros(num_frames, dtype=torch.bool, device=scene.device)
         frame_mask[0] = True
     m = frame_mask.to(scene.dtype).view(1, 1, num_frames, 1, 1)
-    lat = scene[:, :, None].expand(b, c, num_frames, h, w) * m
+    lat = scene[:, :, None].expand(b, c, num_frames, h, w)
+    lat = lat.clone() if every_frame else lat * m
     return torch.cat([lat, m.expand(b, 1, num_frames, h, w)], dim=1)
 
 

@@ -55,6 +55,10 @@ class DiTConfig:
         cache_window: latent frames kept in the rolling KV window (besides the sink).
         cache_sink: leading (scene) latent frames never evicted.
         latent_size: nominal latent (h, w) of the preset's training resolution.
+        scene_every_frame: the scene latent sits in the condition channels of every frame (the
+            mask channel still marks the frames that are the scene itself), so a small model
+            copies the background locally instead of through attention; ``False`` = Wan I2V
+            style (scene latent at frame 0 only).
     """
 
     latent_channels: int = 8
@@ -75,6 +79,7 @@ class DiTConfig:
     cache_window: int = 8
     cache_sink: int = 1
     latent_size: tuple[int, int] = (16, 16)
+    scene_every_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -142,7 +147,7 @@ class AutoencoderConfig:
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     # Ships; CPU. 128x128 frames -> 16x16x8 latents -> 64 tokens/frame.
-    "tiny": DiTConfig(),
+    "tiny": DiTConfig(scene_every_frame=True),
     # A GPU model at 256x256 (32x32 latents -> 256 tokens/frame).
     "small": DiTConfig(latent_channels=16, dim=512, num_heads=8, num_layers=12, ffn_dim=2048, freq_dim=256,
                        camera_adapter_dim=256, latent_size=(32, 32)),

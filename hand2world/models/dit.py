@@ -10,10 +10,11 @@ Design choices:
   embedding for the concatenated conditions (``Conditioning``), a zero-initialised Plücker
   adapter, per-frame timesteps ``[B, T]`` (diffusion forcing / clean cached context).
 - Modes. ``causal=False``: full attention over the clip (teacher). ``causal=True``:
-  block-causal mask (a block = ``frames_per_block`` latent frames attends to itself and every
-  earlier block) for training the student on whole clips. ``kv_cache=KVCache``: the same
-  block-causal function evaluated one block at a time, keys/values of earlier blocks read from
-  the cache; ``commit=True`` keeps the block as context.
+  block-causal mask (frame 0, the scene, is a block of its own; then a block =
+  ``frames_per_block`` latent frames attends to itself and every earlier block) for training
+  the student on whole clips. ``kv_cache=KVCache``: the same block-causal function
+  evaluated one block at a time, keys/values of earlier blocks read from the cache;
+  ``commit=True`` keeps the block as context.
 - No I/O here; weights are loaded by callers (``hand2world.train.checkpoint``).
 """
 
@@ -227,11 +228,13 @@ class DiT(nn.Module):
         mask = None
         if causal or kv_cache is not None:
             per_frame = gh * gw
-            q_blocks = torch.arange(gf, device=x.device).repeat_interleave(per_frame) // cfg.frames_per_block
-            if kv_cache is not None:  # cached frames are earlier blocks: always visible
+            if kv_cache is not None:  # one block per call; cached frames are earlier blocks: always visible
+                q_blocks = torch.zeros(gf * per_frame, dtype=torch.long, device=x.device)
                 k_blocks = torch.cat([q_blocks.new_full((kv_cache.length,), -1), q_blocks])
-            else:
-                k_blocks = q_blocks
+            else:  # frame 0 (the scene) is a block of its own, then blocks of frames_per_block
+                fpb = cfg.frames_per_block
+                q_blocks = (torch.arange(gf, device=x.device) + fpb - 1).div(fpb, rounding_mode="floor")
+                k_blocks = q_blocks = q_blocks.repeat_interleave(per_frame)
             mask = block_causal_mask(q_blocks, k_blocks)
             if bool(mask.all()):
                 mask = None

@@ -76,8 +76,13 @@ class KVCache:
         if end > self.k[layer].shape[2]:
             raise RuntimeError(f"KV cache full: {self.frames} frames + {n // self.tokens_per_frame} new > "
                                f"capacity {self.capacity_frames}; call evict(window, sink) first")
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
+        self.k[layer][:, :, self.length:end] = k.detach()
+        self.v[layer][:, :, self.length:end] = v.detach()
+        if k.requires_grad or v.requires_grad:
+            # Training through a rollout (self-forcing): the context stays detached storage, the
+            # block's own keys/values keep their graph; copies, so later writes cannot break backward.
+            return (torch.cat([self.k[layer][:, :, :self.length], k], 2),
+                    torch.cat([self.v[layer][:, :, :self.length], v], 2))
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def commit(self, num_frames: int) -> None:

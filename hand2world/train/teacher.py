@@ -140,7 +140,8 @@ class TeacherTask:
             rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
         x0 = torch.stack(lat).to(self.device)
         cond = Conditioning(control=torch.stack(ctl).to(self.device),
-                            scene=scene_channels(x0[:, :, 0], x0.shape[2]),
+                            scene=scene_channels(x0[:, :, 0], x0.shape[2],
+                                                 every_frame=self.config.scene_every_frame),
                             rays=torch.stack(rays).to(self.device))
         cond = drop_conditions(cond, self.cfg.p_drop_hands, self.cfg.p_drop_camera, generator=g)
         return x0, cond, g
