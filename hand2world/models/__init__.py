@@ -17,6 +17,7 @@ from hand2world.models.config import (
     DIT_PRESETS,
     AutoencoderConfig,
     DiTConfig,
+    StreamConfig,
     load_config,
     save_config,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "FrameAutoencoder",
     "KVCache",
     "PluckerAdapter",
+    "StreamConfig",
     "attention",
     "available_backends",
     "build_autoencoder",

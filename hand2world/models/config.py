@@ -26,6 +26,7 @@ __all__ = [
     "DIT_PRESETS",
     "AutoencoderConfig",
     "DiTConfig",
+    "StreamConfig",
     "config_from_dict",
     "load_config",
     "save_config",
@@ -145,6 +146,33 @@ class AutoencoderConfig:
         return 8 if self.kind == "wan" else 2 ** len(self.channels)
 
 
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a causal student is sampled when streaming (saved as ``stream.json`` beside its weights).
+
+    Attributes:
+        steps: denoising steps per block (1-4 for a distilled student).
+        shift: timestep shift of the few-step schedule (``stream.rollout.student_timesteps``).
+        stochastic: re-noise with fresh noise between steps (DMD-style) or follow the ODE.
+        context_t: noise level at which a generated block is committed to the KV cache.
+        guidance_hands, guidance_camera: classifier-free guidance scales (1 = off; a distilled
+            student has guidance baked in).
+    """
+
+    steps: int = 4
+    shift: float = 1.0
+    stochastic: bool = True
+    context_t: float = 0.0
+    guidance_hands: float = 1.0
+    guidance_camera: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
+        if not 0.0 <= self.context_t < 1.0:
+            raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")
+
+
 DIT_PRESETS: dict[str, DiTConfig] = {
     # Ships; CPU. 128x128 frames -> 16x16x8 latents -> 64 tokens/frame.
     "tiny": DiTConfig(scene_every_frame=True),
@@ -163,7 +191,8 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
     "wan": AutoencoderConfig(kind="wan", latent_channels=16, channels=(), temporal_factor=4),
 }
 
-_TYPES: dict[str, type] = {"DiTConfig": DiTConfig, "AutoencoderConfig": AutoencoderConfig}
+_TYPES: dict[str, type] = {"DiTConfig": DiTConfig, "AutoencoderConfig": AutoencoderConfig,
+                           "StreamConfig": StreamConfig}
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
