@@ -22,11 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from hand2world.diffusion import euler_sample
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
-from hand2world.models import Conditioning, DiT, load_config, scene_channels
+from hand2world.models import Conditioning, DiT, scene_channels
 from hand2world.train.data import _fit_square
 
 log = logging.getLogger(__name__)
@@ -51,24 +50,14 @@ class TeacherSampler:
     @classmethod
     def from_checkpoint(cls, path: str | Path, window: int | None = None,
                         device: torch.device | str = "cpu") -> TeacherSampler:
-        """Load ``final/`` (EMA weights) or a step checkpoint (its EMA weights when present)."""
-        from hand2world.paths import checkpoint_path
-        from hand2world.train.teacher import load_autoencoder
+        """Load ``final/`` (EMA weights) or a step checkpoint (its EMA weights when present), through the one
+        model-folder loader (``hand2world.stream.weights.load_video_model``: checksums verified when present)."""
+        from hand2world.stream.weights import load_video_model
 
-        folder = checkpoint_path(path)
-        model = DiT(load_config(folder / "config.json"))
-        weights = folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
-        model.load_state_dict(load_file(str(weights)))
+        model, ae, _, run = load_video_model(path, device)
         if window is None:
-            import json
-
-            run, state = {}, folder / "train_state.json"
-            if (folder / "run.json").is_file():
-                run = json.loads((folder / "run.json").read_text())
-            elif state.is_file():
-                run = json.loads(state.read_text())["run_config"]
             window = int(run.get("data", {}).get("frames", 9))
-        return cls(model.to(device), load_autoencoder(str(folder), device), window)
+        return cls(model, ae, window)
 
     def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         dev = next(self.model.parameters()).device
