@@ -8,6 +8,9 @@ Layout of a run folder::
                                    optimizer.safetensors + train_state.json  (AdamW moments, step, run config)
                                    config.json         (architecture: DiTConfig / AutoencoderConfig)
                                    autoencoder.safetensors + autoencoder.json  (teacher: its latent space)
+                                   task_state.safetensors  (optional: a task's own state, e.g. the DMD critic
+                                   and its optimiser; its JSON part sits in train_state.json["task"])
+                                   NAME.json           (optional configs of the task, e.g. stream.json)
       checkpoints/latest           name of the newest complete checkpoint
       final/                       release: EMA weights as model.safetensors + config.json (+ autoencoder,
                                    run.json: the run config)
@@ -81,8 +84,9 @@ def _write_dir_atomic(final: Path, write: Any) -> Path:
 
 def write_release(folder: Path, weights: dict[str, Tensor], config: Any,
                   extra: dict[str, tuple[dict[str, Tensor], Any]] | None = None,
-                  run_config: dict[str, Any] | None = None) -> Path:
-    """A weights folder: ``model.safetensors`` + ``config.json`` (+ named extras, ``run.json``), atomically."""
+                  run_config: dict[str, Any] | None = None, configs: dict[str, Any] | None = None) -> Path:
+    """A weights folder: ``model.safetensors`` + ``config.json`` (+ named extras, ``run.json``, and
+    ``NAME.json`` for each of ``configs``, e.g. a student's ``stream.json``), atomically."""
     def write(tmp: Path) -> None:
         if run_config is not None:
             (tmp / "run.json").write_text(json.dumps(run_config, indent=1))
@@ -91,13 +95,21 @@ def write_release(folder: Path, weights: dict[str, Tensor], config: Any,
         for name, (w, cfg) in (extra or {}).items():
             save_file(_contiguous(w), str(tmp / f"{name}.safetensors"))
             save_config(cfg, tmp / f"{name}.json")
+        for name, cfg in (configs or {}).items():
+            save_config(cfg, tmp / f"{name}.json")
     return _write_dir_atomic(Path(folder), write)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, Tensor], optimizer: dict[str, Any],
                     config: Any, train_state: dict[str, Any], ema: dict[str, Tensor] | None = None,
-                    extra: dict[str, tuple[dict[str, Tensor], Any]] | None = None, keep: int = 2) -> Path:
-    """Write ``RUN/checkpoints/step_N`` atomically, point ``latest`` at it, prune old ones."""
+                    extra: dict[str, tuple[dict[str, Tensor], Any]] | None = None, keep: int = 2,
+                    task_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None,
+                    configs: dict[str, Any] | None = None) -> Path:
+    """Write ``RUN/checkpoints/step_N`` atomically, point ``latest`` at it, prune old ones.
+
+    ``task_state`` = (tensors, JSON-able meta) of a task's own state (``task_state.safetensors``
+    and ``train_state.json["task"]``); ``configs`` are written as ``NAME.json``.
+    """
     ckpt_root = Path(run_dir) / "checkpoints"
     opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
 
@@ -110,8 +122,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, Tensor], op
         for name, (w, cfg) in (extra or {}).items():
             save_file(_contiguous(w), str(tmp / f"{name}.safetensors"))
             save_config(cfg, tmp / f"{name}.json")
-        (tmp / "train_state.json").write_text(json.dumps({**train_state, "step": step, "optimizer": opt_meta},
-                                                         indent=1))
+        for name, cfg in (configs or {}).items():
+            save_config(cfg, tmp / f"{name}.json")
+        meta = {**train_state, "step": step, "optimizer": opt_meta}
+        if task_state is not None:
+            save_file(_contiguous(task_state[0]), str(tmp / "task_state.safetensors"))
+            meta["task"] = task_state[1]
+        (tmp / "train_state.json").write_text(json.dumps(meta, indent=1))
 
     path = _write_dir_atomic(ckpt_root / f"step_{step:07d}", write)
     pointer = ckpt_root / "latest.tmp"
@@ -134,11 +151,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint folder: model, ema (or None), optimizer state dict, train_state."""
+    """Read a checkpoint folder: model, ema (or None), optimizer state dict, train_state, task_state (or None)."""
     path = Path(path)
     state = json.loads((path / "train_state.json").read_text())
     ema = path / "ema.safetensors"
+    task = path / "task_state.safetensors"
     return {
+        "task_state": (load_file(str(task)), state.get("task", {})) if task.is_file() else None,
         "model": load_file(str(path / "model.safetensors")),
         "ema": load_file(str(ema)) if ema.is_file() else None,
         "optimizer": unflatten_optimizer_state(load_file(str(path / "optimizer.safetensors")), state["optimizer"]),

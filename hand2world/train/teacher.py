@@ -38,7 +38,7 @@ from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, st
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TeacherTask", "load_autoencoder", "open_dataset"]
+__all__ = ["LatentWindows", "TeacherTask", "autoencoder_extra", "load_autoencoder", "open_dataset"]
 
 
 def open_dataset(data: Any) -> Any:
@@ -73,6 +73,90 @@ def load_autoencoder(spec: str, device: torch.device | str = "cpu") -> nn.Module
     return ae.to(device).eval().requires_grad_(False)
 
 
+def autoencoder_extra(ae: nn.Module) -> dict[str, tuple[dict[str, Tensor], Any]]:
+    """The autoencoder's weights + config stored beside a video model (conv autoencoders; the Wan VAE
+    is referenced by its own config)."""
+    ae_cfg = getattr(ae, "config", None)
+    if ae_cfg is None or getattr(ae_cfg, "kind", "wan") != "conv":
+        return {}
+    return {"autoencoder": ({k: v for k, v in ae.state_dict().items()}, ae_cfg)}
+
+
+class LatentWindows:
+    """Clip windows in the DiT's latent space with their conditions: the one batch code of every
+    video-model job (teacher training, ODE-pair generation and DMD of the student).
+
+    Args:
+        source: prepared clips (``ClipSource``).
+        ae: the frozen autoencoder.
+        config: the DiT's config (scene placement, temporal factor).
+        device: where batches go.
+    """
+
+    def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
+        self.source, self.ae, self.config, self.device = source, ae, config, device
+        self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @torch.no_grad()
+    def clip_latents(self, i: int) -> tuple[Tensor, Tensor]:
+        """Whole-clip (video, control) latents ``[C, T, h, w]`` of a per-frame autoencoder (cached)."""
+        if i not in self._latents:
+            c = self.source.clip(i)
+            out = []
+            for key in ("video", "control"):
+                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
+                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
+            self._latents[i] = (out[0].cpu(), out[1].cpu())
+        return self._latents[i]
+
+    def starts(self, idx: list[int], g: torch.Generator) -> list[int]:
+        """A random window start per clip (drawn from ``g``)."""
+        return [int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g)) for i in idx]
+
+    @torch.no_grad()
+    def windows(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning]:
+        """Clean latents ``[B, C, T, h, w]`` and conditions of windows ``(clip idx[b], start starts[b])``.
+
+        The scene is the window's first latent frame (``scene_channels``); rays are relative to the
+        window's first camera. No condition dropout (callers add it).
+        """
+        frames = self.source.frames
+        lat, ctl, rays = [], [], []
+        for i, start in zip(idx, starts, strict=True):
+            if getattr(self.ae, "temporal_factor", 1) == 1:
+                v_lat, c_lat = self.clip_latents(i)
+                lat.append(v_lat[:, start:start + frames])
+                ctl.append(c_lat[:, start:start + frames])
+                win_rays = self.source.rays(i, start)
+            else:
+                w = self.source.window(i, start)
+                both = self.ae.encode(torch.stack([w["video"], w["control"]]).to(self.device)).cpu()
+                lat.append(both[0])
+                ctl.append(both[1])
+                win_rays = w["rays"]
+            rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
+        x0 = torch.stack(lat).to(self.device)
+        cond = Conditioning(control=torch.stack(ctl).to(self.device),
+                            scene=scene_channels(x0[:, :, 0], x0.shape[2],
+                                                 every_frame=self.config.scene_every_frame),
+                            rays=torch.stack(rays).to(self.device))
+        return x0, cond
+
+    @torch.no_grad()
+    def batch(self, optim: Any, step: int, micro: int, rank: int,
+              world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
+        """One deterministic micro-batch: clips from ``batch_indices``, starts and the returned generator
+        from ``step_generator(optim.seed, step, micro, rank)``."""
+        g = step_generator(optim.seed, step, micro, rank)
+        idx = batch_indices(len(self.source), optim.batch_size, optim.seed, step, micro, rank, world,
+                            optim.grad_accum)
+        x0, cond = self.windows(idx, self.starts(idx, g))
+        return x0, cond, g
+
+
 class TeacherTask:
     """Rectified-flow training of the DiT on clip windows.
 
@@ -95,54 +179,17 @@ class TeacherTask:
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data), cfg.data.size,
                                  cfg.data.frames)
-        self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+        self.windows = LatentWindows(self.source, self.ae, self.config, self.device)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("DiT %s: %.2fM parameters, %d clips", cfg.model.preset, n_params / 1e6, len(self.source))
 
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
-        ae_cfg = getattr(self.ae, "config", None)
-        if ae_cfg is None or getattr(ae_cfg, "kind", "wan") != "conv":
-            return {}
-        return {"autoencoder": ({k: v for k, v in self.ae.state_dict().items()}, ae_cfg)}
-
-    @torch.no_grad()
-    def _clip_latents(self, i: int) -> tuple[Tensor, Tensor]:
-        """Whole-clip (video, control) latents ``[C, T, h, w]`` of a per-frame autoencoder (cached)."""
-        if i not in self._latents:
-            c = self.source.clip(i)
-            out = []
-            for key in ("video", "control"):
-                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
-                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
-            self._latents[i] = (out[0].cpu(), out[1].cpu())
-        return self._latents[i]
+        return autoencoder_extra(self.ae)
 
     @torch.no_grad()
     def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
-        """Clean latents ``[B, C, T, h, w]`` and conditions of one micro-batch (deterministic)."""
-        o, d = self.cfg.optim, self.cfg.data
-        g = step_generator(o.seed, step, micro, rank)
-        idx = batch_indices(len(self.source), o.batch_size, o.seed, step, micro, rank, world, o.grad_accum)
-        lat, ctl, rays = [], [], []
-        for i in idx:
-            start = int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g))
-            if getattr(self.ae, "temporal_factor", 1) == 1:
-                v_lat, c_lat = self._clip_latents(i)
-                lat.append(v_lat[:, start:start + d.frames])
-                ctl.append(c_lat[:, start:start + d.frames])
-                win_rays = self.source.rays(i, start)
-            else:
-                w = self.source.window(i, start)
-                both = self.ae.encode(torch.stack([w["video"], w["control"]]).to(self.device)).cpu()
-                lat.append(both[0])
-                ctl.append(both[1])
-                win_rays = w["rays"]
-            rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
-        x0 = torch.stack(lat).to(self.device)
-        cond = Conditioning(control=torch.stack(ctl).to(self.device),
-                            scene=scene_channels(x0[:, :, 0], x0.shape[2],
-                                                 every_frame=self.config.scene_every_frame),
-                            rays=torch.stack(rays).to(self.device))
+        """Clean latents ``[B, C, T, h, w]`` and conditions of one micro-batch (deterministic), with dropout."""
+        x0, cond, g = self.windows.batch(self.cfg.optim, step, micro, rank, world)
         cond = drop_conditions(cond, self.cfg.p_drop_hands, self.cfg.p_drop_camera, generator=g)
         return x0, cond, g
 

@@ -12,6 +12,13 @@ Design choices:
 - bf16 autocast on CUDA (``precision=auto``); float32 master weights and EMA.
 - Exact resume: model, EMA, AdamW state and the step come back; data, noise and timesteps
   derive from (seed, step, micro, rank).
+- Optional task hooks, for jobs with more than one trained module (DMD: the student is the
+  task's ``model``, its critic is the task's own): ``setup(info, wrap)`` (after the model is
+  wrapped; ``wrap`` wraps another module the same way), ``state_dict() -> (tensors, meta)`` /
+  ``load_state_dict(tensors, meta)`` (saved with every checkpoint, restored on resume),
+  ``metrics() -> {name: float}`` (extra columns of ``metrics.jsonl``; keys ending in ``loss``
+  are plotted), ``configs() -> {name: config}`` (``NAME.json`` in checkpoints and the release,
+  e.g. a student's ``stream.json``). Tasks without them run as before.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from hand2world.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMA", "DistInfo", "Task", "run_training", "setup_distributed"]
+__all__ = ["EMA", "DistInfo", "Task", "load_module_state", "module_state", "run_training", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,22 @@ def _wrap(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
 
+def wrap_module(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
+    """Wrap a module for data parallelism (DDP, FSDP2 or nothing), as the trained model is."""
+    return _wrap(model, info, parallel)
+
+
+def module_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Full, CPU-offloaded (model, optimiser) state dicts; the same call for plain, DDP and FSDP modules
+    (collective under FSDP: every rank calls it)."""
+    return _state_dicts(model, opt)
+
+
+def load_module_state(model: nn.Module, opt: torch.optim.Optimizer, msd: dict, osd: dict) -> None:
+    """Inverse of ``module_state``."""
+    _load_state_dicts(model, opt, msd, osd)
+
+
 def _state_dicts(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -139,7 +162,8 @@ def _load_state_dicts(model: nn.Module, opt: torch.optim.Optimizer, msd: dict, o
 
 
 def plot_losses(metrics_file: Path, out_png: Path, title: str = "") -> None:
-    """Loss curve (raw + smoothed) from ``metrics.jsonl``."""
+    """Loss curves (raw + smoothed) from ``metrics.jsonl``: ``loss`` and any other ``*loss`` column
+    (e.g. a DMD run's ``critic_loss``), one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,19 +172,24 @@ def plot_losses(metrics_file: Path, out_png: Path, title: str = "") -> None:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     if not rows:
         return
-    steps = [r["step"] for r in rows]
-    loss = [r["loss"] for r in rows]
-    smooth, acc = [], loss[0]
-    for v in loss:
-        acc = 0.9 * acc + 0.1 * v
-        smooth.append(acc)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, loss, alpha=0.35, label="loss")
-    ax.plot(steps, smooth, label="smoothed")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.legend()
+    keys = ["loss"] + sorted({k for r in rows for k in r if k.endswith("loss") and k != "loss"})
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 3.5), dpi=100, squeeze=False)
+    for key, ax in zip(keys, axes[0], strict=True):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        if not pts:
+            continue
+        steps, loss = zip(*pts, strict=True)
+        smooth, acc = [], loss[0]
+        for v in loss:
+            acc = 0.9 * acc + 0.1 * v
+            smooth.append(acc)
+        ax.plot(steps, loss, alpha=0.35, label=key)
+        ax.plot(steps, smooth, label="smoothed")
+        if min(loss) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{title} {key}" if len(keys) > 1 else title)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
@@ -191,6 +220,8 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     opt = torch.optim.AdamW([p for p in raw.parameters() if p.requires_grad], lr=optim.lr, betas=optim.betas,
                             weight_decay=optim.weight_decay)
     ema = EMA(raw, optim.ema_decay) if optim.ema_decay > 0 else None
+    if hasattr(task, "setup"):
+        task.setup(info, lambda m: _wrap(m, info, parallel))
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
@@ -198,6 +229,10 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
         _load_state_dicts(raw, opt, state["model"], state["optimizer"])
         if ema is not None and state["ema"] is not None:
             ema.load_state_dict(state["ema"])
+        if hasattr(task, "load_state_dict"):
+            if state["task_state"] is None:
+                raise ValueError(f"{ckpt} has no task_state.safetensors for this job")
+            task.load_state_dict(*state["task_state"])
         start = int(state["train_state"]["step"])
         log.info("resumed from %s (step %d)", ckpt, start)
     use_bf16 = optim.precision == "bf16" or (optim.precision == "auto" and info.device.type == "cuda")
@@ -213,12 +248,16 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     losses: list[tuple[int, float]] = []
     t0, bar = time.perf_counter(), tqdm(total=end, initial=start, disable=not info.is_main, desc="train")
 
+    configs = task.configs() if hasattr(task, "configs") else {}
+
     def checkpoint(step: int) -> None:
         msd, osd = _state_dicts(raw, opt)
         ema_sd = ema.state_dict() if ema is not None else None
+        task_state = task.state_dict() if hasattr(task, "state_dict") else None
         if info.is_main:
             save_checkpoint(run_dir, step, msd, osd, task.config, {"run_config": run_config}, ema=ema_sd,
-                            extra=task.extra(), keep=optim.keep_checkpoints)
+                            extra=task.extra(), keep=optim.keep_checkpoints, task_state=task_state,
+                            configs=configs)
             plot_losses(metrics, run_dir / "loss.png", title=run_dir.name)
 
     raw.train()
@@ -246,10 +285,13 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
         losses.append((step + 1, total))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
+        extra_metrics = task.metrics() if hasattr(task, "metrics") else {}
+        if extra_metrics:
+            bar.set_postfix(loss=f"{total:.4f}", **{k: f"{v:.4f}" for k, v in extra_metrics.items()})
         if info.is_main:
             with metrics.open("a") as fh:
                 fh.write(json.dumps({"step": step + 1, "loss": total, "lr": lr,
-                                     "time": time.perf_counter() - t0}) + "\n")
+                                     "time": time.perf_counter() - t0, **extra_metrics}) + "\n")
         if (step + 1) % optim.log_every == 0 and info.is_main:
             log.info("step %d loss %.4f lr %.2e", step + 1, total, lr)
         if (step + 1) % optim.ckpt_every == 0 and step + 1 < end:
@@ -262,6 +304,6 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     if end == optim.steps:
         weights = ema.state_dict() if ema is not None else {k: v for k, v in _state_dicts(raw, opt)[0].items()}
         if info.is_main:
-            final = write_release(run_dir / "final", weights, task.config, task.extra(), run_config)
+            final = write_release(run_dir / "final", weights, task.config, task.extra(), run_config, configs)
     return {"losses": losses, "steps_per_s": (end - start) / elapsed if elapsed > 0 else 0.0, "final": final,
             "start_step": start}

@@ -1,0 +1,103 @@
+"""Pieces both distillation stages share: loading the teacher, the student's initial weights, the
+clip windows (the teacher's batch code), guided velocities.
+
+Design choices:
+- A teacher checkpoint is self-contained (DiT config + weights + its autoencoder + run config),
+  so the teacher, its latent space and (by default) its data come from one folder; a step
+  checkpoint loads its EMA weights, as a release does.
+- Batches come from ``hand2world.train.teacher.LatentWindows``, the one batch code of the video
+  model: the same windows, scene latents, rays and latent cache as teacher training.
+- Guidance combines branches exactly as ``diffusion.flow.euler_sample`` does (independent
+  hands / camera drops); a branch runs only when its scale differs from 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from hand2world.models import Conditioning, DiT, load_config
+from hand2world.train.config import DataConfig, from_dict
+from hand2world.train.data import ClipSource
+from hand2world.train.teacher import LatentWindows, load_autoencoder, open_dataset
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TeacherBundle", "guided_velocity", "load_dit_weights", "load_teacher", "make_windows"]
+
+
+@dataclasses.dataclass
+class TeacherBundle:
+    """A loaded teacher: frozen DiT, its autoencoder, its folder and run config."""
+
+    model: DiT
+    ae: nn.Module
+    folder: Path
+    run_config: dict[str, Any]
+
+
+def _weights_file(folder: Path) -> Path:
+    return folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
+
+
+def _run_config(folder: Path) -> dict[str, Any]:
+    if (folder / "run.json").is_file():
+        return json.loads((folder / "run.json").read_text())
+    if (folder / "train_state.json").is_file():
+        return json.loads((folder / "train_state.json").read_text()).get("run_config", {})
+    return {}
+
+
+def load_dit_weights(spec: str, device: torch.device | str = "cpu") -> tuple[DiT, Path]:
+    """A DiT from a release or step checkpoint (EMA weights when the folder has them)."""
+    from hand2world.paths import checkpoint_path
+
+    folder = checkpoint_path(spec)
+    model = DiT(load_config(folder / "config.json"))
+    model.load_state_dict(load_file(str(_weights_file(folder))))
+    return model.to(device), folder
+
+
+def load_teacher(spec: str, device: torch.device | str = "cpu") -> TeacherBundle:
+    """The frozen teacher of a distillation (eval mode, no gradients)."""
+    model, folder = load_dit_weights(spec, device)
+    if not (folder / "autoencoder.json").is_file():
+        raise FileNotFoundError(f"{folder} has no autoencoder.json: not a teacher checkpoint")
+    ae = load_autoencoder(str(folder), device)
+    log.info("teacher %s (%d layers, dim %d)", folder, model.config.num_layers, model.config.dim)
+    return TeacherBundle(model.eval().requires_grad_(False), ae, folder, _run_config(folder))
+
+
+def make_windows(teacher: TeacherBundle, data: DataConfig | None, dataset: Any = None,
+                 device: torch.device | str = "cpu") -> tuple[LatentWindows, DataConfig]:
+    """The clip windows of a distillation (``data=None``: the teacher's data section)."""
+    if data is None:
+        data = from_dict(DataConfig, teacher.run_config.get("data", {}), "teacher data")
+    size = teacher.model.config.latent_size[0] * teacher.model.config.vae_factor
+    if data.size != size:
+        raise ValueError(f"data.size {data.size} differs from the teacher's resolution {size}")
+    source = ClipSource(dataset if dataset is not None else open_dataset(data), data.size, data.frames)
+    return LatentWindows(source, teacher.ae, teacher.model.config, torch.device(device)), data
+
+
+def guided_velocity(model: Any, x: Tensor, t: Tensor, cond: Conditioning, guidance_hands: float = 1.0,
+                    guidance_camera: float = 1.0, causal: bool = False) -> Tensor:
+    """``v_c + (g_h - 1)(v_c - v_no_hands) + (g_c - 1)(v_c - v_no_camera)`` for ``x [B, C, T, h, w]``."""
+    b = x.shape[0]
+    ones, zeros = x.new_ones(b), x.new_zeros(b)
+    v = model(x, t, dataclasses.replace(cond, keep_hands=ones, keep_camera=ones), causal=causal)
+    out = v
+    if guidance_hands != 1.0:
+        v_n = model(x, t, dataclasses.replace(cond, keep_hands=zeros, keep_camera=ones), causal=causal)
+        out = out + (guidance_hands - 1.0) * (v - v_n)
+    if guidance_camera != 1.0:
+        v_n = model(x, t, dataclasses.replace(cond, keep_hands=ones, keep_camera=zeros), causal=causal)
+        out = out + (guidance_camera - 1.0) * (v - v_n)
+    return out

@@ -1,0 +1,205 @@
+"""Distillation on tiny CPU configs: ODE pairs + regression, DMD on self-forcing rollouts, exact resume,
+the release (stream.json) and torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from hand2world.distill import DistillRunConfig, run_distill
+from hand2world.distill.dmd import DmdTask
+from hand2world.distill.ode import OdeTask
+from hand2world.models import DiT, StreamConfig, load_config
+from hand2world.stream.rollout import commit_context, rollout, student_timesteps
+from hand2world.train import TeacherRunConfig, load_run_config, train_teacher
+from hand2world.train.config import from_dict
+
+MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
+DATA = {"procedural_clips": 4, "frames": 5, "size": 32}
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A micro teacher release (a few steps on procedural clips; quality is irrelevant here)."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = from_dict(TeacherRunConfig, {
+        "model": {"preset": "tiny", "overrides": MICRO_DIT}, "autoencoder": "preset:tiny", "data": DATA,
+        "optim": {"steps": 4, "batch_size": 2, "lr": 2e-3, "warmup": 1, "ckpt_every": 1000}, "out_dir": str(out)})
+    return train_teacher(cfg)["final"]
+
+
+def _cfg(teacher: Path, out: Path, stage: str = "ode", **sets) -> DistillRunConfig:
+    raw = {"stage": stage, "teacher": str(teacher), "out_dir": str(out / "student_{stage}"),
+           "student": {"steps": 2, "block": 1, "sink": 1},
+           "ode": {"pairs": 6, "teacher_steps": 4, "gen_batch": 3, "shard_size": 4, "guidance_hands": 1.5,
+                   "optim": {"steps": 80, "batch_size": 4, "lr": 2e-3, "warmup": 1, "ema_decay": 0.9,
+                             "ckpt_every": 1000, "log_every": 1000}},
+           "dmd": {"critic_lr": 1e-3, "critic_steps": 2, "guidance_hands": 1.5,
+                   "optim": {"steps": 4, "batch_size": 2, "lr": 1e-3, "warmup": 1, "ema_decay": 0.9,
+                             "ckpt_every": 1000, "log_every": 1000}}}
+    from hand2world.train.config import override
+
+    return from_dict(DistillRunConfig, override(raw, [f"{k}={v}" for k, v in sets.items()]))
+
+
+@torch.no_grad()
+def _fixed_regression_loss(task: OdeTask, model: DiT, n: int = 4) -> float:
+    return sum(float(task.loss(model.eval(), 10**6 + k, 0, 0, 1)) for k in range(n)) / n
+
+
+def test_ode_pairs_and_regression(teacher, tmp_path):
+    cfg = _cfg(teacher, tmp_path)
+    task = OdeTask(cfg)
+    task.prepare(tmp_path / "student_ode")
+    pairs = tmp_path / "student_ode" / "pairs"
+    assert sorted(p.name for p in pairs.glob("shard_*")) == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    c, (h, w) = task.config.latent_channels, task.config.latent_size
+    assert task.pairs["xt"].shape == (6, 2, c, 4, h, w) and task.pairs["x0"].shape == (6, c, 4, h, w)
+    assert task.pairs["xt"].dtype == torch.float16
+    # the first kept state is the noise (t = 1), the last is on the way to x0: closer to it than the noise
+    assert task.config.frames_per_block == 1 and task.config.cache_sink == 1
+    x, t, cond, target = task.batch(0, 0, 0, 1)
+    assert x.shape == (4, c, 5, h, w) and t.shape == (4, 5) and target.shape == (4, c, 4, h, w)
+    assert torch.all(t[:, 0] == 0) and set(t[:, 1:].flatten().tolist()) <= set(student_timesteps(2))
+    before = _fixed_regression_loss(task, task.model)
+
+    out = run_distill(cfg)  # reuses the stored pairs (same settings)
+    assert out["final"] is not None and len(out["losses"]) == 80
+    student = DiT(load_config(out["final"] / "config.json"))
+    student.load_state_dict(load_file(str(out["final"] / "model.safetensors")))
+    after = _fixed_regression_loss(task, student)
+    print(f"ODE regression loss {before:.4f} -> {after:.4f}")
+    assert after < 0.7 * before, (before, after)
+    assert load_config(out["final"] / "stream.json") == StreamConfig(steps=2, stochastic=False)
+
+    with pytest.raises(ValueError, match="other settings"):  # pairs made with other settings are refused
+        OdeTask(_cfg(teacher, tmp_path, **{"ode.teacher_steps": 8})).prepare(tmp_path / "student_ode")
+
+
+def test_dmd_gradient_flows_through_the_rollout_and_the_critic_learns(teacher, tmp_path, monkeypatch):
+    cfg = _cfg(teacher, tmp_path, stage="dmd", init=str(teacher))
+    task = DmdTask(cfg)
+    task.setup()
+    calls = []
+    import hand2world.distill.dmd as dmd
+
+    def spy(*args, **kwargs):
+        out = rollout(*args, **kwargs)
+        calls.append((kwargs["exit_steps"], out.requires_grad))
+        return out
+
+    monkeypatch.setattr(dmd, "rollout", spy)
+    critic_before = {k: v.clone() for k, v in task.critic.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in task.teacher.model.state_dict().items()}
+    task.model.train()
+    loss = task.loss(task.model, 0, 0, 0, 1)
+    loss.backward()
+    assert len(calls) == 1 and calls[0][1] and len(calls[0][0]) == 4  # one exit step per block (4 frames)
+    grads = [p.grad for p in task.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert task.metrics()["critic_loss"] > 0
+    changed = [k for k, v in task.critic.state_dict().items() if not torch.equal(v, critic_before[k])]
+    assert len(changed) > 10
+    assert all(torch.equal(v, teacher_before[k]) for k, v in task.teacher.model.state_dict().items())
+
+
+def test_dmd_resume_is_exact_and_the_release_streams(teacher, tmp_path):
+    straight = run_distill(_cfg(teacher, tmp_path / "a", stage="dmd", init=str(teacher)))["losses"]
+    split = _cfg(teacher, tmp_path / "b", stage="dmd", init=str(teacher))
+    first = run_distill(split, max_steps=2)
+    assert first["final"] is None
+    ckpt = tmp_path / "b" / "student_dmd" / "checkpoints" / "step_0000002"
+    assert (ckpt / "task_state.safetensors").is_file() and (ckpt / "stream.json").is_file()
+    second = run_distill(split)
+    assert second["start_step"] == 2
+    assert [loss for _, loss in straight[2:]] == [loss for _, loss in second["losses"]]
+    rows_a = [json.loads(r) for r in (tmp_path / "a" / "student_dmd" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(r) for r in (tmp_path / "b" / "student_dmd" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["critic_loss"] for r in rows_a] == [r["critic_loss"] for r in rows_b]
+    assert (tmp_path / "b" / "student_dmd" / "loss.png").is_file()
+
+    final = second["final"]
+    assert {"config.json", "model.safetensors", "autoencoder.json", "autoencoder.safetensors", "run.json",
+            "stream.json"} <= {p.name for p in final.iterdir()}
+    stream = load_config(final / "stream.json")
+    assert stream == StreamConfig(steps=2, stochastic=True)
+    _check_release_streams(final, stream)
+
+
+def _check_release_streams(final: Path, stream: StreamConfig) -> None:
+    """Load the release (StreamingGenerator when it exists) and generate a few frames."""
+    try:
+        from hand2world.stream import StreamingGenerator
+    except ImportError:
+        StreamingGenerator = None  # noqa: N806
+    if StreamingGenerator is not None:
+        import numpy as np
+
+        gen = StreamingGenerator.from_pretrained(str(final))
+        size = gen.model.config.latent_size[0] * gen.model.config.vae_factor if hasattr(gen, "model") else 32
+        gen.start(np.zeros((size, size, 3), np.uint8))
+        frames = gen.step(np.zeros((1, size, size, 3), np.uint8), np.eye(4, dtype=np.float32)[None])
+        assert frames.shape == (1, size, size, 3) and frames.dtype == np.uint8
+        return
+    cfg = load_config(final / "config.json")
+    model = DiT(cfg).eval()
+    model.load_state_dict(load_file(str(final / "model.safetensors")))
+    h, w = cfg.latent_size
+    from hand2world.models import Conditioning, scene_channels
+
+    scene = torch.randn(1, cfg.latent_channels, 1, h, w)
+    cond = Conditioning(control=torch.randn(1, cfg.latent_channels, 3, h, w),
+                        scene=scene_channels(scene[:, :, 0], 3, every_frame=cfg.scene_every_frame))
+    with torch.no_grad():
+        cache = model.new_kv_cache(1)
+        commit_context(model, cache, scene, cond.frames(0, 1))
+        out = rollout(model, cache, torch.randn(1, cfg.latent_channels, 2, h, w), cond.frames(1, 3),
+                      student_timesteps(stream.steps, stream.shift), cfg.frames_per_block, window=cfg.cache_window,
+                      sink=cfg.cache_sink)
+    assert out.shape == (1, cfg.latent_channels, 2, h, w) and torch.isfinite(out).all()
+
+
+def test_distill_tiny_yaml_is_valid():
+    path = REPO / "configs" / "distill_tiny.yaml"
+    cfg = load_run_config(path, DistillRunConfig)
+    assert cfg.stage == "ode" and cfg.student.block == 1 and cfg.student.steps <= 4 and cfg.student.sink == 1
+    assert load_run_config(path, DistillRunConfig, ["stage=dmd"]).optim == cfg.dmd.optim
+    with pytest.raises(ValueError, match="multiple"):
+        load_run_config(path, DistillRunConfig, ["ode.teacher_steps=7"])
+    with pytest.raises(ValueError, match="stage"):
+        load_run_config(path, DistillRunConfig, ["stage=sft"])
+
+
+def test_torchrun_two_processes_dmd(teacher, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside the interpreter")
+    cfg = _cfg(teacher, tmp_path, stage="dmd", init=str(teacher))
+    from hand2world.train.config import to_dict
+
+    data = to_dict(cfg)
+    data["dmd"]["optim"].update(steps=2, batch_size=1, threads=1)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(data))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+                           "-m", "hand2world.cli", "distill", "--config", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary["stage"] == "dmd" and summary["steps"] == 2 and summary["final"]
+    assert (tmp_path / "student_dmd" / "final" / "stream.json").is_file()
