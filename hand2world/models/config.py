@@ -186,7 +186,10 @@ DIT_PRESETS: dict[str, DiTConfig] = {
 }
 
 AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
-    "tiny": AutoencoderConfig(),
+    # Ships; CPU streaming: widths 16/32/64 (0.33 M) so encoding a control frame and decoding a
+    # generated frame stay a small part of a 100 ms frame budget on 2 cores.
+    "tiny": AutoencoderConfig(channels=(16, 32, 64)),
+    "base": AutoencoderConfig(),
     "small": AutoencoderConfig(latent_channels=16, channels=(64, 128, 256), blocks_per_level=2),
     "wan": AutoencoderConfig(kind="wan", latent_channels=16, channels=(), temporal_factor=4),
 }
