@@ -3,8 +3,8 @@ clip windows (the teacher's batch code), guided velocities.
 
 Design choices:
 - A teacher checkpoint is self-contained (DiT config + weights + its autoencoder + run config),
-  so the teacher, its latent space and (by default) its data come from one folder; a step
-  checkpoint loads its EMA weights, as a release does.
+  so the teacher, its latent space and (by default) its data come from one folder, read by the
+  one model-folder loader (``load_video_model``; a step checkpoint gives its EMA weights).
 - Batches come from ``hand2world.train.teacher.LatentWindows``, the one batch code of the video
   model: the same windows, scene latents, rays and latent cache as teacher training.
 - Guidance combines branches exactly as ``diffusion.flow.euler_sample`` does (independent
@@ -14,19 +14,17 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from hand2world.models import Conditioning, DiT, load_config
+from hand2world.models import Conditioning, DiT
 from hand2world.train.config import DataConfig, from_dict
 from hand2world.train.data import ClipSource
-from hand2world.train.teacher import LatentWindows, load_autoencoder, open_dataset
+from hand2world.train.teacher import LatentWindows, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -43,36 +41,24 @@ class TeacherBundle:
     run_config: dict[str, Any]
 
 
-def _weights_file(folder: Path) -> Path:
-    return folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
-
-
-def _run_config(folder: Path) -> dict[str, Any]:
-    if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
-    if (folder / "train_state.json").is_file():
-        return json.loads((folder / "train_state.json").read_text()).get("run_config", {})
-    return {}
-
-
 def load_dit_weights(spec: str, device: torch.device | str = "cpu") -> tuple[DiT, Path]:
-    """A DiT from a release or step checkpoint (EMA weights when the folder has them)."""
-    from hand2world.paths import checkpoint_path
+    """A DiT from a release or step checkpoint (EMA weights when the folder has them), through the shared
+    model-folder loader (``hand2world.stream.weights.load_video_model``)."""
+    from hand2world.stream.weights import load_video_model, resolve_model_folder
 
-    folder = checkpoint_path(spec)
-    model = DiT(load_config(folder / "config.json"))
-    model.load_state_dict(load_file(str(_weights_file(folder))))
-    return model.to(device), folder
+    folder = resolve_model_folder(spec)
+    model = load_video_model(folder, device)[0]
+    return model, folder
 
 
 def load_teacher(spec: str, device: torch.device | str = "cpu") -> TeacherBundle:
-    """The frozen teacher of a distillation (eval mode, no gradients)."""
-    model, folder = load_dit_weights(spec, device)
-    if not (folder / "autoencoder.json").is_file():
-        raise FileNotFoundError(f"{folder} has no autoencoder.json: not a teacher checkpoint")
-    ae = load_autoencoder(str(folder), device)
+    """The frozen teacher of a distillation (eval mode, no gradients) with its autoencoder and run config."""
+    from hand2world.stream.weights import load_video_model, resolve_model_folder
+
+    folder = resolve_model_folder(spec)
+    model, ae, _, run_config = load_video_model(folder, device)
     log.info("teacher %s (%d layers, dim %d)", folder, model.config.num_layers, model.config.dim)
-    return TeacherBundle(model.eval().requires_grad_(False), ae, folder, _run_config(folder))
+    return TeacherBundle(model.eval().requires_grad_(False), ae, folder, run_config)
 
 
 def make_windows(teacher: TeacherBundle, data: DataConfig | None, dataset: Any = None,
