@@ -10,6 +10,9 @@ Design choices:
   ``control [T, H, W, 3]`` (and optionally ``c2w``, ``K``). Frames are resized/cropped to the
   model resolution with ``K`` adjusted.
 - The output MP4 shows generated | control (| ground truth, for clips).
+- ``--student`` (``run_generate_student``) generates with a causal student through
+  ``hand2world.stream.StreamingGenerator`` (the one rollout) instead; both load model folders
+  through ``hand2world.stream.weights.load_video_model``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from hand2world.train.data import _fit_square
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TeacherSampler", "load_gestures", "run_generate"]
+__all__ = ["TeacherSampler", "load_gestures", "run_generate", "run_generate_student"]
 
 
 class TeacherSampler:
@@ -155,7 +158,7 @@ def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = N
                  steps: int = 20, guidance_hands: float = 1.0, guidance_camera: float = 1.0, seed: int = 0,
                  max_frames: int | None = None, clip_index: int = 0) -> dict[str, Any]:
     """The ``generate`` command: writes ``out`` (MP4, generated | control [| ground truth])."""
-    from hand2world.io import VideoWriter, read_image
+    from hand2world.io import read_image
 
     sampler = TeacherSampler.from_checkpoint(checkpoint)
     g = load_gestures(gestures, sampler.size, clip_index, camera, max_frames)
@@ -169,9 +172,59 @@ def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = N
     frames = sampler.generate(scene_rgb, g["control"], g["c2w"], g["K"], steps=steps, guidance_hands=guidance_hands,
                               guidance_camera=guidance_camera, seed=seed)
     wall = time.perf_counter() - t0
-    with VideoWriter(out, fps=8.0) as writer:
+    _write_panels(out, frames, g)
+    return {"out": str(out), "frames": len(frames), "size": sampler.size, "seconds": round(wall, 2),
+            "seconds_per_frame": round(wall / max(len(frames) - 1, 1), 3)}
+
+
+def _write_panels(out: str | Path, frames: np.ndarray, g: dict[str, Any], fps: float = 8.0) -> None:
+    """MP4 of generated | control (| ground truth) per frame."""
+    from hand2world.io import VideoWriter
+
+    with VideoWriter(out, fps=fps) as writer:
         for i, frame in enumerate(frames):
             panels = [frame, g["control"][i]] + ([g["video"][i]] if "video" in g else [])
             writer.write(np.concatenate(panels, axis=1))
-    return {"out": str(out), "frames": len(frames), "size": sampler.size, "seconds": round(wall, 2),
-            "seconds_per_frame": round(wall / max(len(frames) - 1, 1), 3)}
+
+
+def run_generate_student(student: str, gestures: str, out: str, scene: str | None = None, camera: str | None = None,
+                         steps: int | None = None, seed: int = 0, max_frames: int | None = None, clip_index: int = 0,
+                         device: str = "cpu") -> dict[str, Any]:
+    """``generate --student``: the causal student streams the gestures through ``StreamingGenerator``.
+
+    Frame 0 is the scene (pose ``c2w[0]``); frames 1.. are generated block by block from the controls
+    and poses 1.. (a trailing partial block is dropped). Same MP4 layout as the teacher path.
+    """
+    from hand2world.io import read_image
+    from hand2world.stream import StreamingGenerator
+
+    gen = StreamingGenerator.from_pretrained(student, device, steps=steps, seed=seed)
+    if gen.height != gen.width:
+        raise ValueError(f"generate --student needs a square student resolution, got {gen.height}x{gen.width}")
+    g = load_gestures(gestures, gen.height, clip_index, camera, max_frames)
+    if scene is not None:
+        scene_rgb = _fit_square(read_image(scene)[None], gen.height, g["K"])[0][0]
+    elif "video" in g:
+        scene_rgb = g["video"][0]
+    else:
+        raise ValueError("--scene is required unless --gestures is a clip with video")
+    n = len(g["control"])
+    c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)) if g["c2w"] is None else g["c2w"]
+    fpb = gen.config.frames_per_block
+    n_gen = (n - 1) // fpb * fpb
+    if n_gen < n - 1:
+        log.warning("dropping %d trailing frames (blocks of %d frames)", n - 1 - n_gen, fpb)
+    t0 = time.perf_counter()
+    gen.start(scene_rgb, g["K"], scene_c2w=c2w[0])
+    frames, step_ms = [scene_rgb], []
+    for s in range(1, 1 + n_gen, fpb):
+        t1 = time.perf_counter()
+        frames.extend(gen.step(g["control"][s:s + fpb], c2w[s:s + fpb]))
+        step_ms.append((time.perf_counter() - t1) * 1e3)
+    wall = time.perf_counter() - t0
+    frames = np.stack(frames)
+    _write_panels(out, frames, g)
+    return {"out": str(out), "frames": len(frames), "size": gen.height, "seconds": round(wall, 2),
+            "steps": gen.stream.steps, "block": fpb,
+            "fps": round(n_gen / max(sum(step_ms) / 1e3, 1e-9), 2),
+            "step_ms_median": round(float(np.median(step_ms)), 1) if step_ms else None}

@@ -13,8 +13,8 @@ Design choices:
   sink (``DiTConfig.cache_sink``): never evicted. Later blocks carry
   ``scene_channels(scene, Tb, frame_mask=all False, every_frame=config.scene_every_frame)``.
 - Camera: the first ``c2w`` passed to ``step`` after ``start``/``reset`` is the scene frame's
-  pose (the stream's reference camera); rays of every frame are Plücker rays of
-  ``inv(c2w_ref) @ c2w`` with the model-resolution ``K``.
+  pose (the stream's reference camera) unless ``start(..., scene_c2w=...)`` gives it; rays of
+  every frame are Plücker rays of ``inv(c2w_ref) @ c2w`` with the model-resolution ``K``.
 - Rolling KV cache, allocated once per generator (``DiT.new_kv_cache``: sink + window + one
   block of frames) and reused across ``start``/``reset``: before a block that does not fit, the
   rollout evicts to ``cache_sink`` + ``cache_window`` frames, so a stream is unbounded at
@@ -151,6 +151,7 @@ class StreamingGenerator:
         self.K: np.ndarray = np.asarray(intrinsics_from_fov(60.0, self.height, self.width), np.float64)
         self._K_t: Tensor | None = None
         self._ref_inv: np.ndarray | None = None
+        self._scene_c2w: np.ndarray | None = None
         self.frames_out = 0
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._t_model = {True: 0.0, False: 0.0}
@@ -234,7 +235,7 @@ class StreamingGenerator:
     # ---- the FrameSource / StreamingGenerator contract ----
     @torch.inference_mode()
     def start(self, scene_rgb: np.ndarray, K: np.ndarray | None = None, *, scene_K: np.ndarray | None = None,
-              ) -> StreamingGenerator:
+              scene_c2w: np.ndarray | None = None) -> StreamingGenerator:
         """Begin a stream on a scene photo.
 
         Args:
@@ -242,6 +243,8 @@ class StreamingGenerator:
             K: 3x3 intrinsics in pixels of the model resolution (DESIGN.md convention; what the server's
                 control renders use). Default: ``scene_K`` adjusted by the crop/resize, else 60° horizontal FOV.
             scene_K: intrinsics in pixels of ``scene_rgb`` as given (adjusted here).
+            scene_c2w: camera-to-world 4x4 of the scene photo, when known (offline generation); default:
+                the first pose passed to ``step`` (the live case).
         """
         scene = np.asarray(scene_rgb)
         if scene.dtype != np.uint8 or scene.ndim != 3 or scene.shape[2] != 3 or min(scene.shape[:2]) < 2:
@@ -261,13 +264,19 @@ class StreamingGenerator:
         self._scene_lat = self._encode(fitted[None])
         self._scene_conds = {}
         self.scene_rgb = fitted
+        self._scene_c2w = None
+        if scene_c2w is not None:
+            scene_c2w = np.asarray(scene_c2w, np.float64)
+            if scene_c2w.shape != (4, 4) or not np.isfinite(scene_c2w).all():
+                raise ValueError(f"scene_c2w must be a finite 4x4 matrix, got shape {scene_c2w.shape}")
+            self._scene_c2w = scene_c2w
         return self.reset()
 
     @torch.inference_mode()
     def reset(self) -> StreamingGenerator:
         """Forget the generated history; keep the scene (re-committed as the cache's first frame)."""
         self.cache.reset()
-        self._ref_inv = None
+        self._ref_inv = None if self._scene_c2w is None else np.linalg.inv(self._scene_c2w)
         self.frames_out = 0
         self._gen.manual_seed(self.seed)
         if self._scene_lat is None:
