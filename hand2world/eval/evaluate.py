@@ -218,16 +218,19 @@ def camera_errors(frames: np.ndarray, clip: dict[str, Any], mask: np.ndarray, ma
     """
     t = len(frames)
     idx = np.unique(np.linspace(1, t - 1, min(max_pairs, t - 1)).round().astype(int)) if t > 1 else []
-    errs, fails, true = [], 0, []
+    errs, fails, true, ok = [], 0, [], []
     for i in idx:
         est = M.estimate_rotation(frames[0], frames[i], clip["K"], mask[0], mask[i])
         R_gt = M.gt_relative_rotation(clip["c2w"][0], clip["c2w"][i])
         errs.append(M.rotation_angle_deg(est.R @ R_gt.T))
         true.append(M.rotation_angle_deg(R_gt))
         fails += not est.ok
+        if est.ok:
+            ok.append(errs[-1])
     n = len(errs)
     return {"camera_err_deg": float(np.mean(errs)) if n else None,
             "camera_fail_rate": fails / n if n else None,
+            "camera_err_ok_deg": float(np.mean(ok)) if ok else None,
             "true_rotation_deg": float(np.mean(true)) if n else None}
 
 
@@ -262,7 +265,8 @@ def clip_metrics(frames: np.ndarray, clip: dict[str, Any], dilate: int, lpips_mo
     return out
 
 
-SCALARS = ("psnr", "ssim", "hand_psnr", "occluded_psnr", "camera_err_deg", "camera_fail_rate", "flicker", "lpips")
+SCALARS = ("psnr", "ssim", "hand_psnr", "occluded_psnr", "camera_err_deg", "camera_fail_rate", "camera_err_ok_deg",
+           "flicker", "lpips")
 
 
 def aggregate(per_clip: list[dict]) -> dict:
