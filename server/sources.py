@@ -2,8 +2,10 @@
 
 ``FrameSource`` has exactly the shape of the video model's ``StreamingGenerator`` (DESIGN.md):
 ``start(scene_rgb, K=None)``, ``step(control [T,H,W,3] uint8, c2w [T,4,4]) -> frames [T,H,W,3]``,
-``reset()``. The server only ever talks to that protocol, so the generator plugs in unchanged
-once it exists (``load_source("generator", ...)``).
+``reset()``. The server only ever talks to that protocol; ``load_source("generator", weights=...)``
+returns a ``hand2world.stream.StreamingGenerator`` (weights loaded once per server, one generator
+and KV cache per session), ``load_source("auto")`` the generator when its weights exist, else the
+preview.
 
 ``PreviewSource`` is the one real source shipped now, and it is honest about what it is: the
 *conditioning preview*, not generated video. It composites the session's real control render
@@ -16,6 +18,8 @@ the Plücker rays say the camera turned), insets the Plücker-ray visualisation,
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
@@ -149,27 +153,69 @@ class PreviewSource:
         return out
 
 
+def generator_weights(weights: str | None = None) -> Path | None:
+    """The student folder ``weights`` (default: the shipped ``"default"``) names, or None when it is absent."""
+    from hand2world.paths import checkpoint_path
+
+    folder = checkpoint_path(weights or "default", must_exist=False)
+    return folder if (folder / "config.json").is_file() else None
+
+
+def generator_size(weights: str | None = None) -> tuple[int, int]:
+    """Output (height, width) of a student folder, from its ``config.json`` (no weights loaded)."""
+    from hand2world.models.config import load_config
+    from hand2world.stream.weights import resolve_model_folder
+
+    cfg = load_config(resolve_model_folder(weights or "default") / "config.json")
+    return cfg.latent_size[0] * cfg.vae_factor, cfg.latent_size[1] * cfg.vae_factor
+
+
+def resolve_source(kind: str, weights: str | None = None) -> tuple[str, str]:
+    """``"auto"`` -> ``"generator"`` when the weights exist, else ``"preview"``; returns (kind, why)."""
+    if kind != "auto":
+        return kind, f"--source {kind}"
+    folder = generator_weights(weights)
+    if folder is not None:
+        return "generator", f"--source auto: generator weights found at {folder}"
+    from hand2world.paths import checkpoint_path
+
+    where = checkpoint_path(weights or "default", must_exist=False)
+    return "preview", (f"--source auto: no generator weights at {where} (name {weights or 'default'!r}), so this "
+                       "serves the conditioning PREVIEW, not generated video; distill a student "
+                       "(`hand2world distill`) and pass --weights RUN/final, or copy a release to weights/default")
+
+
+@lru_cache(maxsize=2)
+def _load_student(folder: str, device: str, stamp: float) -> tuple[Any, Any, Any]:
+    """Weights shared by every session of a server (each session has its own generator and KV cache)."""
+    from hand2world.stream.weights import load_video_model
+
+    model, ae, stream, _ = load_video_model(folder, device)
+    return model, ae, stream
+
+
 def load_source(kind: str = "preview", height: int = 240, width: int = 320, fov_deg: float = 60.0,
                 weights: str | None = None, device: str = "cpu") -> FrameSource:
     """Build the session's frame source.
 
-    ``"preview"``: ``PreviewSource``. ``"generator"``: ``hand2world.stream.StreamingGenerator``
-    from ``weights`` (fails with a clear message until that class exists).
+    ``"preview"``: ``PreviewSource``. ``"generator"``: a ``hand2world.stream.StreamingGenerator`` on the
+    student folder ``weights`` (default: the shipped ``"default"``); its weights are loaded once per
+    server and shared by the sessions. ``"auto"``: the generator when its weights exist, else preview.
     """
+    kind, _ = resolve_source(kind, weights)
     if kind == "preview":
         return PreviewSource(height, width, fov_deg)
     if kind == "generator":
-        try:
-            from hand2world.stream import StreamingGenerator  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise RuntimeError("the streaming video generator is not available yet "
-                               "(hand2world.stream.StreamingGenerator); run with the preview source") from exc
-        gen = StreamingGenerator.from_pretrained(weights or "default")
-        if device != "cpu" and hasattr(gen, "to"):
-            gen = gen.to(device)
-        gen.name, gen.mode = getattr(gen, "name", "generator"), "generator"
-        if (getattr(gen, "height", height), getattr(gen, "width", width)) != (height, width):
+        from hand2world.models.config import StreamConfig
+        from hand2world.stream import StreamingGenerator
+        from hand2world.stream.weights import resolve_model_folder
+
+        folder = resolve_model_folder(weights or "default")  # FileNotFoundError with the hint when absent
+        stamp = max(p.stat().st_mtime for p in folder.iterdir() if p.is_file())
+        model, ae, stream = _load_student(str(folder), device, stamp)
+        gen = StreamingGenerator(model, ae, stream or StreamConfig(), name="generator")
+        if (gen.height, gen.width) != (height, width):
             raise ValueError(f"the generator runs at {gen.height}x{gen.width}; start the server with "
-                             f"--height {gen.height} --width {gen.width}")
+                             f"--height {gen.height} --width {gen.width} (or leave them out)")
         return gen
-    raise ValueError(f"unknown frame source {kind!r}; expected 'preview' or 'generator'")
+    raise ValueError(f"unknown frame source {kind!r}; expected 'auto', 'preview' or 'generator'")
