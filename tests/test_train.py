@@ -160,3 +160,29 @@ def test_torchrun_two_processes_cpu(tmp_path, parallel):
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["steps"] == 5 and summary["final"]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_latent_disk_cache_is_exact_and_keyed_by_autoencoder(tmp_path, monkeypatch):
+    """Whole-clip latents are encoded once, read back bit-exactly, and never reused across autoencoders."""
+    from hand2world.models import DIT_PRESETS
+    from hand2world.train.data import ClipSource
+    from hand2world.train.teacher import LatentWindows, load_autoencoder
+
+    monkeypatch.setenv("HAND2WORLD_RUNS", str(tmp_path / "runs"))
+
+    class OnDisk(ProceduralClips):  # a dataset with a folder (what ClipDataset has), without writing one
+        root = tmp_path / "data"
+
+    source = ClipSource(OnDisk(n=2, frames=4, size=32), 32, 4)
+    ae = load_autoencoder("preset:tiny")
+    first = LatentWindows(source, ae, DIT_PRESETS["tiny"], torch.device("cpu"))
+    lat = first.clip_latents(1)
+    assert first.cache_dir is not None and (first.cache_dir / "0000001.safetensors").is_file()
+    again = LatentWindows(source, ae, DIT_PRESETS["tiny"], torch.device("cpu")).clip_latents(1)
+    assert torch.equal(lat[0], again[0]) and torch.equal(lat[1], again[1])
+    other = load_autoencoder("preset:tiny")
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    assert LatentWindows(source, other, DIT_PRESETS["tiny"], torch.device("cpu")).cache_dir != first.cache_dir
+    monkeypatch.setenv("HAND2WORLD_LATENT_CACHE", "0")
+    assert LatentWindows(source, ae, DIT_PRESETS["tiny"], torch.device("cpu")).cache_dir is None

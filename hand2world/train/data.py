@@ -126,6 +126,11 @@ class ClipSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def clip_id(self, i: int) -> int:
+        """The dataset-wide clip number of item ``i`` (differs from ``i`` under a split filter)."""
+        ids = getattr(self.dataset, "ids", None)
+        return int(ids[i]) if ids is not None else int(i)
+
     def clip(self, i: int) -> dict[str, np.ndarray]:
         """``video``/``control`` uint8 ``[T, S, S, 3]``, ``K [3, 3]``, ``c2w [T, 4, 4]`` (cached)."""
         if i not in self._cache:

@@ -14,12 +14,14 @@ Design choices:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from hand2world.diffusion import flow_loss, sample_timesteps
@@ -82,6 +84,30 @@ def autoencoder_extra(ae: nn.Module) -> dict[str, tuple[dict[str, Tensor], Any]]
     return {"autoencoder": ({k: v for k, v in ae.state_dict().items()}, ae_cfg)}
 
 
+def latent_cache_dir(source: ClipSource, ae: nn.Module) -> Path | None:
+    """Where whole-clip latents of a per-frame autoencoder are kept on disk between jobs.
+
+    Teacher training and both distillation stages read the same clips through the same frozen
+    autoencoder; encoding them once saves most of a CPU run's data time. The folder is keyed by
+    the dataset folder, the resolution and a hash of the autoencoder weights, so a retrained
+    autoencoder or another dataset never reads stale latents. ``HAND2WORLD_LATENT_CACHE=0``
+    turns it off; procedural datasets and temporal (Wan) autoencoders are not cached.
+    """
+    root = getattr(source.dataset, "root", None)
+    if root is None or getattr(ae, "temporal_factor", 1) != 1 or os.environ.get("HAND2WORLD_LATENT_CACHE") == "0":
+        return None
+    from hand2world.paths import runs_dir
+
+    h = hashlib.sha1(f"{Path(root).resolve()}|{source.size}".encode())
+    for name, tensor in sorted(ae.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for v in (getattr(ae, "mean", None), getattr(ae, "std", None)):
+        if v is not None:
+            h.update(v.cpu().numpy().tobytes())
+    return runs_dir() / "latent_cache" / h.hexdigest()[:16]
+
+
 class LatentWindows:
     """Clip windows in the DiT's latent space with their conditions: the one batch code of every
     video-model job (teacher training, ODE-pair generation and DMD of the student).
@@ -96,6 +122,7 @@ class LatentWindows:
     def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
         self.source, self.ae, self.config, self.device = source, ae, config, device
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+        self.cache_dir = latent_cache_dir(source, ae)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -104,12 +131,23 @@ class LatentWindows:
     def clip_latents(self, i: int) -> tuple[Tensor, Tensor]:
         """Whole-clip (video, control) latents ``[C, T, h, w]`` of a per-frame autoencoder (cached)."""
         if i not in self._latents:
+            path = None if self.cache_dir is None else self.cache_dir / f"{self.source.clip_id(i):07d}.safetensors"
+            if path is not None and path.is_file():
+                t = load_file(str(path))
+                self._latents[i] = (t["video"], t["control"])
+                return self._latents[i]
             c = self.source.clip(i)
             out = []
             for key in ("video", "control"):
                 x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
                 out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
             self._latents[i] = (out[0].cpu(), out[1].cpu())
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous()},
+                          str(tmp))
+                os.replace(tmp, path)
         return self._latents[i]
 
     def starts(self, idx: list[int], g: torch.Generator) -> list[int]:
