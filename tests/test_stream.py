@@ -312,3 +312,21 @@ def test_bench_stream_smoke(tmp_path):
         assert key in res
     assert set(res["stages_median_ms"]) == {"encode", "denoise", "commit", "decode"}
     assert res["frames"] == 3 and res["memory"]["peak_rss_mb"] > 0
+
+
+def test_wan_shaped_student_streams_non_square_blocks_of_3():
+    """The ``wan-1.3b`` layout (16 channels, text cross-attention, blocks of 3, window 9) at a non-square size.
+
+    Narrowed (2 layers, width 96) to run on CPU; the per-frame autoencoder replaces the Wan VAE (temporal
+    factor 4 is not streamable here).
+    """
+    cfg = dataclasses.replace(DIT_PRESETS["wan-1.3b"], dim=96, num_heads=2, num_layers=2, ffn_dim=128,
+                              camera_adapter_dim=16, vae_temporal_factor=1, latent_size=(6, 10))
+    model, ae = random_student(cfg, "small")
+    gen = StreamingGenerator(model, ae, StreamConfig(steps=2))
+    assert (gen.height, gen.width, gen.cache.capacity_frames) == (48, 80, 1 + 9 + 3)
+    gen.start(np.zeros((100, 100, 3), np.uint8))
+    for _ in range(5):  # 15 frames: eviction after the window fills
+        frames = gen.step(np.zeros((3, 48, 80, 3), np.uint8), np.tile(np.eye(4), (3, 1, 1)))
+        assert frames.shape == (3, 48, 80, 3)
+    assert gen.cache.seen_frames == 16 and gen.cache.frames <= 13

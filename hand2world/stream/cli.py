@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import resource
 import time
 from typing import Any
@@ -111,17 +112,18 @@ def bench_stream(args: argparse.Namespace) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_start = _rss_mb()
-    ms, stages = [], {k: [] for k in ("encode", "denoise", "commit", "decode")}
+    ms, cpu_ms, stages = [], [], {k: [] for k in ("encode", "denoise", "commit", "decode")}
     wall0 = 0.0
     for i in range(steps_n + warm):
         if i == warm:
             wall0 = time.perf_counter()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         gen.step(control[i * fpb:(i + 1) * fpb], c2w[i * fpb:(i + 1) * fpb])
         if cuda:
             torch.cuda.synchronize()
         if i >= warm:
             ms.append((time.perf_counter() - t0) * 1e3)
+            cpu_ms.append((time.process_time() - c0) * 1e3)
             for k in stages:
                 stages[k].append(gen.timings[k])
     wall = time.perf_counter() - wall0
@@ -138,6 +140,10 @@ def bench_stream(args: argparse.Namespace) -> dict:
         "fps": round(frames / wall, 2), "frames": frames, "steps_timed": steps_n, "warmup_steps": warm,
         "step_p50_ms": round(lat["median_ms"], 2), "step_p95_ms": round(lat["p95_ms"], 2),
         "step_mean_ms": round(lat["mean_ms"], 2),
+        # CPU time this process spent per step (all its threads): on a machine shared with other jobs the
+        # wall-clock numbers above include waiting for a core; with --threads 1 this is the step's latency
+        # on an idle core
+        "step_cpu_p50_ms": round(float(np.median(cpu_ms)), 2), "load_average_1m": round(os.getloadavg()[0], 2),
         "stages_median_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
         "memory": {**memory, "kv_cache_mb": round(gen.memory()["kv_cache_bytes"] / 2**20, 2)},
         "model": {"parameters_m": round(sum(p.numel() for p in gen.model.parameters()) / 1e6, 2),
@@ -145,9 +151,10 @@ def bench_stream(args: argparse.Namespace) -> dict:
                   "cache_window": cfg.cache_window, "cache_sink": cfg.cache_sink},
     }
     st = result["stages_median_ms"]
-    log.info("bench stream: %s\n  FPS %.2f | step p50 %.1f ms, p95 %.1f ms | encode %.1f, denoise %.1f, commit %.1f, "
-             "decode %.1f ms | memory %s", result["what"], result["fps"], result["step_p50_ms"], result["step_p95_ms"],
-             st["encode"], st["denoise"], st["commit"], st["decode"], json.dumps(result["memory"]))
+    log.info("bench stream: %s\n  FPS %.2f | step p50 %.1f ms, p95 %.1f ms (CPU %.1f ms) | encode %.1f, "
+             "denoise %.1f, commit %.1f, decode %.1f ms | memory %s", result["what"], result["fps"],
+             result["step_p50_ms"], result["step_p95_ms"], result["step_cpu_p50_ms"], st["encode"], st["denoise"],
+             st["commit"], st["decode"], json.dumps(result["memory"]))
     return result
 
 
