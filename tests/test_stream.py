@@ -330,3 +330,17 @@ def test_wan_shaped_student_streams_non_square_blocks_of_3():
         frames = gen.step(np.zeros((3, 48, 80, 3), np.uint8), np.tile(np.eye(4), (3, 1, 1)))
         assert frames.shape == (3, 48, 80, 3)
     assert gen.cache.seen_frames == 16 and gen.cache.frames <= 13
+
+
+def test_stream_time_guidance_adds_branches():
+    gen = _gen(guidance_hands=2.0, guidance_camera=1.5)
+    rec = Recorder(gen.model)
+    scene, control, c2w = _inputs(2)
+    gen.start(scene)
+    frames = gen.step(control, c2w)
+    assert frames.shape == (2, 32, 32, 3)
+    denoise = [c for c in rec.calls if not c["commit"]]
+    assert len(denoise) == 3 * 3  # conditional + no-hands + no-camera per step
+    keeps = {(float(c["cond"].keep_hands[0]), float(c["cond"].keep_camera[0])) for c in denoise
+             if c["cond"].keep_hands is not None}
+    assert keeps == {(0.0, 1.0), (1.0, 0.0)}

@@ -221,7 +221,14 @@ class StreamingGenerator:
         """The DiT as the rollout calls it, timed per kind of pass, with stream-time guidance when configured."""
         self._sync()
         t0 = time.perf_counter()
-        v = self._forward(x, t, cond, kv_cache=kv_cache, commit=commit)
+        try:
+            v = self._forward(x, t, cond, kv_cache=kv_cache, commit=commit)
+        except Exception as exc:  # a compiled forward that cannot compile here: eager (the cache commits last)
+            if self._forward is self.model:
+                raise
+            log.warning("torch.compile failed (%s: %s); running eager", type(exc).__name__, exc)
+            self._forward = self.model
+            v = self._forward(x, t, cond, kv_cache=kv_cache, commit=commit)
         s = self.stream
         if not commit and (s.guidance_hands != 1.0 or s.guidance_camera != 1.0):
             one, zero = x.new_ones(x.shape[0]), x.new_zeros(x.shape[0])
