@@ -58,8 +58,18 @@ def _released(run_dir: Path) -> bool:
 
 def run_recipe(preset: str = "tiny", clips: int | None = None, data: str | None = None, workers: int = 2,
                overrides: list[str] | None = None, config_dir: str | Path | None = None,
-               stop_after: str | None = None) -> dict[str, Any]:
-    """Run (or resume) the recipe of ``preset``; returns ``{stage: "skipped" | "done" | summary}``."""
+               stop_after: str | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
+    """Run (or resume) the recipe of ``preset``; returns ``{stage: "skipped" | summary}``.
+
+    Args:
+        preset: names the configs (``configs/*_{preset}.yaml``) and the data settings (``RECIPES``).
+        clips, data: override the preset's clip count / dataset folder.
+        workers: world-synth processes.
+        overrides: ``STAGE.key=value`` config overrides.
+        config_dir: where the YAML configs are (default: the repository's ``configs/``).
+        stop_after: last stage to run.
+        recipe: data settings instead of ``RECIPES[preset]`` (tests).
+    """
     from hand2world.distill.config import DistillRunConfig
     from hand2world.distill.run import run_distill
     from hand2world.paths import REPO_ROOT, outputs_dir
@@ -73,11 +83,11 @@ def run_recipe(preset: str = "tiny", clips: int | None = None, data: str | None 
     )
     from hand2world.world.synth import synthesize
 
-    if preset not in RECIPES:
+    if recipe is None and preset not in RECIPES:
         raise ValueError(f"unknown recipe preset {preset!r}; known: {sorted(RECIPES)}")
     if stop_after is not None and stop_after not in STAGES:
         raise ValueError(f"stop_after must be one of {STAGES}")
-    r = RECIPES[preset]
+    r = recipe or RECIPES[preset]
     conf = Path(config_dir) if config_dir else REPO_ROOT / "configs"
     sets = _split_overrides(overrides or [])
     root = Path(data or r.data).expanduser()

@@ -184,3 +184,31 @@ def test_torchrun_two_processes_dmd(teacher, tmp_path):
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["stage"] == "dmd" and summary["steps"] == 2 and summary["final"]
     assert (tmp_path / "student_dmd" / "final" / "stream.json").is_file()
+
+
+def test_recipe_runs_every_stage_then_skips_them(teacher, tmp_path):
+    from hand2world.distill.recipe import Recipe, run_recipe
+
+    conf = tmp_path / "configs"
+    conf.mkdir()
+    optim = {"steps": 2, "batch_size": 2, "warmup": 1, "ckpt_every": 1000}
+    (conf / "autoencoder_micro.yaml").write_text(yaml.safe_dump({
+        "model": {"preset": "tiny", "overrides": {"latent_channels": 4, "channels": [8, 16, 16]}},
+        "data": {"size": 32, "frames": 5}, "optim": optim, "stats_frames": 4, "out_dir": str(tmp_path / "ae")}))
+    (conf / "teacher_micro.yaml").write_text(yaml.safe_dump({
+        "model": {"preset": "tiny", "overrides": MICRO_DIT}, "data": {"size": 32, "frames": 5}, "optim": optim,
+        "out_dir": str(tmp_path / "teacher")}))
+    distill = json.loads(json.dumps(_cfg(teacher, tmp_path).__dict__, default=lambda o: o.__dict__))
+    distill.update(teacher="set-by-the-recipe", data=None)
+    distill["ode"].update(pairs=2, gen_batch=2, optim=optim)
+    distill["dmd"]["optim"] = optim
+    (conf / "distill_micro.yaml").write_text(yaml.safe_dump(distill))
+    recipe = Recipe(clips=2, frames=5, size=32, data=str(tmp_path / "world"))
+    report = run_recipe("micro", workers=1, config_dir=conf, recipe=recipe)
+    assert list(report) == ["world", "autoencoder", "teacher", "ode", "dmd"]
+    assert all(isinstance(v, dict) for v in report.values()), report
+    final = tmp_path / "student_dmd" / "final"
+    assert (final / "stream.json").is_file()
+    assert json.loads((final / "run.json").read_text())["teacher"] == str(tmp_path / "teacher")
+    again = run_recipe("micro", workers=1, config_dir=conf, recipe=recipe)
+    assert set(again.values()) == {"skipped"}
