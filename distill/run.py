@@ -29,6 +29,10 @@ def run_distill(cfg: DistillRunConfig, dataset: Any = None, max_steps: int | Non
     from hand2world.train.config import to_dict
 
     info = setup_distributed()
+    if cfg.optim.threads:  # before the ODE pairs are sampled (run_training sets it again)
+        import torch
+
+        torch.set_num_threads(cfg.optim.threads)
     run_dir = resolve_run_dir(cfg.run_dir_name())
     if cfg.stage == "ode":
         from hand2world.distill.ode import OdeTask
