@@ -43,8 +43,58 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_distill(args: argparse.Namespace) -> dict:
+    """Step cost of a distillation stage with a real teacher (no checkpoints, nothing written)."""
+    import time
+
+    import torch
+
+    from hand2world.distill import DistillRunConfig
+    from hand2world.eval.bench import summarize
+    from hand2world.train import load_run_config
+
+    sets = [f"stage={args.stage}", f"teacher={args.teacher}", f"init={args.teacher}", *args.set]
+    cfg = load_run_config(args.config, DistillRunConfig, sets)
+    out: dict = {}
+    if args.stage == "ode":
+        from hand2world.distill.ode import OdeTask, teacher_trajectory
+
+        task = OdeTask(cfg)
+        o = cfg.ode
+        idx = list(range(min(o.gen_batch, len(task.windows))))
+        x0, cond = task.windows.windows(idx, [0] * len(idx))
+        t0 = time.perf_counter()
+        teacher_trajectory(task.teacher.model, torch.randn_like(x0), cond, o.teacher_steps, cfg.student.steps,
+                           cfg.student.shift, o.guidance_hands, o.guidance_camera)
+        out["pair_s"] = round((time.perf_counter() - t0) / len(idx), 3)
+        n, (c, n_t, h, w) = 16, x0.shape[1:]
+        task.pairs = {"xt": torch.randn(n, cfg.student.steps, c, n_t - 1, h, w).half(),
+                      "x0": torch.randn(n, c, n_t - 1, h, w).half(),
+                      "clip": torch.arange(n) % len(task.windows), "start": torch.zeros(n, dtype=torch.long)}
+    else:
+        from hand2world.distill.dmd import DmdTask
+
+        task = DmdTask(cfg)
+        task.setup()
+    model = task.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    ms = []
+    for step in range(args.iters + 2):  # 2 warm-up steps (latent caching)
+        t0 = time.perf_counter()
+        task.loss(model, step, 0, 0, 1).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ms.append((time.perf_counter() - t0) * 1000)
+    stats = summarize(ms[2:])
+    return {"what": f"distill {args.stage} step, batch {cfg.optim.batch_size} x {task.data.frames} frames, "
+                    f"student steps {cfg.student.steps}, block {cfg.student.block}",
+            "steps_per_s": round(1000 / stats["median_ms"], 3), **out, **stats}
+
+
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``distill`` and ``recipe``."""
+    """Add ``distill``, ``recipe`` and ``bench distill``."""
+    from hand2world.eval.bench import add_benchmark
+
     p = sub.add_parser("distill", help="distil the teacher into a causal few-step student (stage ode | dmd)")
     p.add_argument("--config", help="YAML run config (configs/distill_tiny.yaml); defaults when absent")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -61,3 +111,13 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="override one stage's config, e.g. --set teacher.optim.steps=100 (repeatable)")
     p.add_argument("--stop-after", default=None, choices=["world", "autoencoder", "teacher", "ode", "dmd"])
     p.set_defaults(func=_cmd_recipe)
+
+    def conf(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--stage", choices=["ode", "dmd"], default="ode")
+        q.add_argument("--config", default="configs/distill_tiny.yaml")
+        q.add_argument("--teacher", default="teacher_tiny", help="teacher run or folder (also the student's init)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        q.add_argument("--iters", type=int, default=5)
+
+    add_benchmark(bench, "distill", "distillation step cost (ODE pairs + regression, or DMD) with a real teacher",
+                  _bench_distill, conf, threads=1)

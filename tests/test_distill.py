@@ -212,3 +212,13 @@ def test_recipe_runs_every_stage_then_skips_them(teacher, tmp_path):
     assert json.loads((final / "run.json").read_text())["teacher"] == str(tmp_path / "teacher")
     again = run_recipe("micro", workers=1, config_dir=conf, recipe=recipe)
     assert set(again.values()) == {"skipped"}
+
+
+@pytest.mark.parametrize("stage", ["ode", "dmd"])
+def test_bench_distill(teacher, stage, capsys):
+    from hand2world.cli import main
+
+    assert main(["bench", "distill", "--stage", stage, "--teacher", str(teacher), "--iters", "1",
+                 "--config", str(REPO / "configs" / "distill_tiny.yaml")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps_per_s"] > 0 and ("pair_s" in result) == (stage == "ode")
