@@ -56,7 +56,7 @@ def build_bench_generator(args: argparse.Namespace) -> Any:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     opts = dict(dtype=dtype, compile=args.compile, attention="auto" if args.device.startswith("cuda") else None,
                 profile=True)
-    h, w = args.size
+    h, w = args.size or (None, None)
     if args.weights:
         gen = StreamingGenerator.from_pretrained(args.weights, args.device, steps=args.steps, height=h, width=w,
                                                  **opts)
@@ -65,12 +65,14 @@ def build_bench_generator(args: argparse.Namespace) -> Any:
                              f"{gen.config.frames_per_block}; leave --block out with --weights")
         return gen
     cfg = DIT_PRESETS[args.preset]
+    if h is None:
+        h, w = (n * cfg.vae_factor for n in cfg.latent_size)
     if h % cfg.vae_factor or w % cfg.vae_factor:
         raise SystemExit(f"--size must be a multiple of {cfg.vae_factor}")
     cfg = dataclasses.replace(cfg, latent_size=(h // cfg.vae_factor, w // cfg.vae_factor),
                               frames_per_block=args.block or cfg.frames_per_block, vae_temporal_factor=1)
     model, ae = random_student(cfg, "tiny" if cfg.latent_channels == 8 else "small")
-    stream = StreamConfig(steps=args.steps, stochastic=True)
+    stream = StreamConfig(steps=args.steps or 4, stochastic=True)
     return StreamingGenerator(model.to(args.device), ae, stream, **opts)
 
 
@@ -200,8 +202,10 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
 
     def configure(p: argparse.ArgumentParser) -> None:
         p.add_argument("--preset", default="tiny", help="DiT preset (random weights) when no --weights")
-        p.add_argument("--size", type=_parse_size, default=(128, 128), help="HxW output resolution")
-        p.add_argument("--steps", type=int, default=4, help="denoising steps per block")
+        p.add_argument("--size", type=_parse_size, default=None,
+                       help="HxW output resolution (default: the preset's or the weights' own)")
+        p.add_argument("--steps", type=int, default=None,
+                       help="denoising steps per block (default: 4, or the weights' stream.json)")
         p.add_argument("--block", type=int, default=None, help="latent frames per block (default: the preset's)")
         p.add_argument("--weights", default=None, help="a student folder/name instead of random weights")
         p.add_argument("--frames", type=int, default=100, help="frames timed")
