@@ -186,10 +186,12 @@ DIT_PRESETS: dict[str, DiTConfig] = {
 }
 
 AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
-    # Ships; CPU streaming: widths 16/32/64 (0.33 M) so encoding a control frame and decoding a
-    # generated frame stay a small part of a 100 ms frame budget on 2 cores.
-    "tiny": AutoencoderConfig(channels=(16, 32, 64)),
-    "base": AutoencoderConfig(),
+    # Ships (CPU): widths 32/64/128, 1.29 M.
+    "tiny": AutoencoderConfig(),
+    # Lighter (0.33 M, ~2.5x cheaper): measured 19.5 dB video / 19.1 dB control reconstruction on
+    # held-out clips after 1,000 steps vs tiny's 22.6 / 32.8 dB; tiny's encode + decode fit the CPU
+    # frame budget (channels_last), so tiny ships.
+    "nano": AutoencoderConfig(channels=(16, 32, 64)),
     "small": AutoencoderConfig(latent_channels=16, channels=(64, 128, 256), blocks_per_level=2),
     "wan": AutoencoderConfig(kind="wan", latent_channels=16, channels=(), temporal_factor=4),
 }
