@@ -11,10 +11,16 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from rich.logging import RichHandler
+# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning.
+# On a shared or oversubscribed CPU the default spin-wait made a 2-thread stream step ~40x more
+# expensive (README, bench stream); an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rich.logging import RichHandler  # noqa: E402
 
 log = logging.getLogger("hand2world")
 
@@ -23,7 +29,7 @@ log = logging.getLogger("hand2world")
 # through ``hand2world.eval.bench.add_benchmark``; heavy dependencies are imported lazily.
 COMMAND_MODULES: tuple[str, ...] = ("hand2world.server.cli", "hand2world.train.cli", "hand2world.world.cli",
                                      "hand2world.annotate.cli", "hand2world.eval.cli",
-                                     "hand2world.distill.cli", "hand2world.stream.cli")
+                                     "hand2world.distill.cli", "hand2world.stream.cli", "hand2world.export")
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:

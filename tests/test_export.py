@@ -1,0 +1,48 @@
+"""`hand2world export`: a student release becomes a verified, size-checked weights folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hand2world.export import export_release
+from hand2world.models import DIT_PRESETS, StreamConfig
+from hand2world.stream.weights import ChecksumError, load_video_model, random_student, write_student_release
+
+
+def _release(tmp_path):
+    model, ae = random_student(DIT_PRESETS["tiny"])
+    return write_student_release(tmp_path / "run" / "final", model, ae, StreamConfig(steps=2), checksums=False)
+
+
+def test_export_writes_checksums_lineage_and_loads(tmp_path):
+    src = _release(tmp_path)
+    out = tmp_path / "weights" / "default"
+    with pytest.raises(FileNotFoundError, match="MODEL_CARD"):
+        export_release(src, out)
+    out.mkdir(parents=True)
+    (out / "MODEL_CARD.md").write_text("# card\n")
+    summary = export_release(src, out)
+    assert 10 < summary["size_mb"] < 50
+    sums = json.loads((out / "checksums.json").read_text())
+    assert {"model.safetensors", "autoencoder.safetensors", "stream.json", "config.json"} <= set(sums)
+    lineage = json.loads((out / "training.json").read_text())["lineage"]
+    assert lineage and lineage[0]["run"] == "run"
+    model, _, stream, _ = load_video_model(out)
+    assert stream.steps == 2 and model.config == DIT_PRESETS["tiny"]
+    with (out / "model.safetensors").open("r+b") as fh:  # a corrupted shipped file is refused at load
+        fh.seek(200)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ChecksumError):
+        load_video_model(out)
+
+
+def test_export_refuses_oversize_and_non_student(tmp_path):
+    src = _release(tmp_path)
+    out = tmp_path / "w"
+    with pytest.raises(ValueError, match="MB"):
+        export_release(src, out, max_mb=1.0, allow_no_card=True)
+    (src / "stream.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a student release"):
+        export_release(src, tmp_path / "w2", allow_no_card=True)
