@@ -235,7 +235,8 @@ async function start({ webcam = true } = {}) {
       if (!state.landmarker) { status("loading the hand tracker…"); state.landmarker = await createLandmarker(); }
     }
     status("connecting…");
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    // STUN/TURN from the server (`serve --ice-server`); none configured: host candidates only.
+    const pc = new RTCPeerConnection({ iceServers: (state.config && state.config.ice_servers) || [] });
     state.pc = pc;
     const dc = pc.createDataChannel("hands", { ordered: false, maxRetransmits: 0 });
     dc.binaryType = "arraybuffer";

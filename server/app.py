@@ -34,7 +34,7 @@ from hand2world.paths import asset_path, client_dir
 from hand2world.server.protocol import MAX_MESSAGE_BYTES, SCHEMAS
 from hand2world.server.scenes import DEFAULT_SCENE, MAX_UPLOAD_BYTES, SceneError, SceneStore
 from hand2world.server.session import ServerConfig, Session
-from hand2world.server.webrtc import answer_offer, limit_ice_hosts, rtc_configuration
+from hand2world.server.webrtc import answer_offer, browser_ice_servers, limit_ice_hosts, rtc_configuration
 from hand2world.server.ws import serve_websocket
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def create_app(config: ServerConfig | None = None, upload_root: str | Path | Non
         mode = "preview" if config.source == "preview" else "generator"
         return {"mode": mode, "source": config.source, "width": config.width, "height": config.height,
                 "max_fps": config.max_fps, "kiosk": config.kiosk, "default_scene": DEFAULT_SCENE,
-                "max_message_bytes": MAX_MESSAGE_BYTES, "max_upload_bytes": MAX_UPLOAD_BYTES}
+                "max_message_bytes": MAX_MESSAGE_BYTES, "max_upload_bytes": MAX_UPLOAD_BYTES,
+                "ice_servers": browser_ice_servers(config)}
 
     @app.get("/schema")
     async def schema() -> dict:

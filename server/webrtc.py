@@ -84,6 +84,16 @@ def rtc_configuration(config: Any) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers)
 
 
+def browser_ice_servers(config: Any) -> list[dict[str, str]]:
+    """The same STUN/TURN servers as the page's ``RTCPeerConnection({iceServers})`` wants them.
+
+    The browser must reach the TURN relay too when it is behind NAT; it gets the same (static,
+    long-term) credentials the server uses. None configured: ``[]`` (host candidates only).
+    """
+    return [{k: v for k, v in (("urls", s.urls), ("username", s.username), ("credential", s.credential)) if v}
+            for s in rtc_configuration(config).iceServers]
+
+
 class SessionVideoTrack(MediaStreamTrack):
     """Outgoing video of one session, paced to at most ``max_fps``; late frames are never sent."""
 

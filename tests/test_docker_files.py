@@ -398,6 +398,15 @@ def test_ice_server_flag_env_and_validation(monkeypatch):
     assert config.ice_servers == ("stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=tcp")
     got = [(s.urls, s.username, s.credential) for s in rtc_configuration(config).iceServers]
     assert got == [("stun:127.0.0.1:3478", None, None), ("turn:127.0.0.1:3478?transport=tcp", "u", "p")]
+    # the page gets the same servers from /config for its own RTCPeerConnection
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(config)) as client:
+        assert client.get("/config").json()["ice_servers"] == [
+            {"urls": "stun:127.0.0.1:3478"}, {"urls": "turn:127.0.0.1:3478?transport=tcp", "username": "u",
+                                               "credential": "p"}]
+    with TestClient(create_app(ServerConfig())) as client:
+        assert client.get("/config").json()["ice_servers"] == []
     # flags replace the env list
     config = _config(parse(["serve", "--ice-server", "turns:127.0.0.1:5349", "--ice-server", "stun:127.0.0.1"]))
     assert config.ice_servers == ("turns:127.0.0.1:5349", "stun:127.0.0.1")
