@@ -2,8 +2,8 @@
 
 Two head-motion clips of the world at 384 px (seed 4242, clips 0 and 1) go through the pipeline as
 RGB only (plus their K). What is asserted, and how it stands against the issue's floors:
-- camera: relative rotation error per 16-frame window, median <= 2 deg (the floor asks every window
-  <= 2 deg; the pipeline's worst windows reach ~3 deg on this world, so the max is only guarded <= 4);
+- camera: relative rotation error per 16-frame window, every window <= 2 deg (the issue's floor; the
+  bundle-adjusted odometry, see docs/annotation.md for the wider validation);
 - hands: MPJPE after rigid alignment <= 15 mm (median) on the frames where MediaPipe finds the
   synthetic open-model hands (about half of them), and on ground-truth landmarks with 1 px / 3 mm
   noise (the documented fallback, which covers every frame).
@@ -18,7 +18,8 @@ def test_synthetic_ground_truth_floors(tmp_path):
     result = validate_synthetic(tmp_path, clips=2, frames=33, size=384, seed=4242, head_moving_only=True)
     s = result["summary"]
     assert len(result["clips"]) == 2 and all(c["head_moving"] for c in result["clips"])
-    assert s["rot_deg"]["n"] == 4 and s["rot_deg"]["median"] <= 2.0 and s["rot_deg"]["max"] <= 4.0, s["rot_deg"]
+    assert s["rot_deg"]["n"] == 4 and s["rot_deg"]["max"] <= 2.0, [c["rot_deg"] for c in result["clips"]]
+    assert all(c["odometry"]["bundle"]["used"] == "bundle" for c in result["clips"])
     assert s["fallback_mpjpe_mm"]["n"] > 30 and s["fallback_mpjpe_mm"]["median"] <= 15.0
     assert s["mpjpe_mm"]["n"] > 10 and s["mpjpe_mm"]["median"] <= 15.0  # MediaPipe path, hand-size prior
     assert s["pa_mpjpe_mm"]["median"] <= s["mpjpe_mm"]["median"] + 1e-6

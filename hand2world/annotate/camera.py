@@ -37,10 +37,13 @@ Design choices:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from hand2world.annotate.bundle import BundleConfig, incremental_bundle, trajectory_cost
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,15 @@ class OdometryConfig:
     keyframe_every: int = 4  # frames; a new keyframe at least this often (4 beat 2, 8 and 16 on synthetic GT)
     keyframe_flow_px: float = 40.0  # ... or once the median flow since the keyframe exceeds this
     keyframe_keep: float = 0.5  # ... or once fewer than this fraction of its points are still tracked
+    fb_px: float = 1.0  # forward-backward tracking check (pixels)
+    replenish: float = 0.8  # new corners are detected whenever fewer than this fraction of max_corners live
+    ba_inits: tuple[str, ...] = ("rotation", "chained")  # bundle adjustment seeds: the rotation-only chain and/or
+    # the chained poses; the solution with the lowest robust cost is kept
+    max_points: int = 400  # the longest tracks that enter the bundle adjustment
+    fallback_deg: float = 3.0  # keep the chained poses when the adjusted ones differ by more over 16 frames
+    outlier_tracks: float = 0.2  # tracks outside the epipolar consensus more often than this are left out
+    bundle: bool = True  # refine the chained poses by bundle adjustment over all tracks
+    ba: BundleConfig = field(default_factory=BundleConfig)
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
@@ -101,6 +113,18 @@ def hand_mask_from_landmarks(hands_px: list[np.ndarray], height: int, width: int
     return mask
 
 
+def _max_window_gap(c2w_a: np.ndarray, c2w_b: np.ndarray, window: int) -> float:
+    """Largest angle (deg) between the relative rotations of two trajectories over ``window`` frames (sliding)."""
+    n = len(c2w_a)
+    if n < 2:
+        return 0.0
+    w = min(window, n) - 1
+    Ra, Rb = c2w_a[:, :3, :3], c2w_b[:, :3, :3]
+    rel_a = np.einsum("nji,njk->nik", Ra[:-w], Ra[w:])
+    rel_b = np.einsum("nji,njk->nik", Rb[:-w], Rb[w:])
+    return float(rotation_angle_deg(np.einsum("nji,njk->nik", rel_a, rel_b)).max())
+
+
 def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rotation ``R`` minimising ``|b - R a|`` for unit bearings ``a, b [N, 3]`` (not centred)."""
     u, _, vt = np.linalg.svd(b.T @ a)
@@ -128,10 +152,19 @@ class VisualOdometry:
         self._scale = 1.0
         self._prev: np.ndarray | None = None
         self._key = -1
-        self._key_pts = np.zeros((0, 2), np.float32)  # keyframe positions of the live tracks
-        self._cur_pts = np.zeros((0, 2), np.float32)  # their positions in the previous frame
-        self._key_count = 0
+        self._ids = np.zeros(0, np.int64)  # live tracks: ids and positions in the previous frame
+        self._cur_pts = np.zeros((0, 2), np.float32)
+        self._key_ids = np.zeros(0, np.int64)  # the keyframe's tracks and their positions there
+        self._key_pts = np.zeros((0, 2), np.float32)
+        self._next_id = 0
+        self._obs: list[tuple[np.ndarray, np.ndarray]] = []  # per frame: (track ids, pixel positions)
+        self._solved: dict | None = None
+        self._rot_only: list[np.ndarray] = [np.eye(3)]  # per frame: the rotation-only model against its keyframe
+        self._last_rot = np.eye(3)
+        self._tested = np.zeros(0, np.int32)  # per track id: epipolar tests and rejections (_epipolar_check)
+        self._rejected = np.zeros(0, np.int32)
         self.tracked: list[int] = []
+        self.solve_ms = 0.0
 
     def _prepare(self, rgb: np.ndarray, hands_px: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         h, w = rgb.shape[:2]
@@ -142,41 +175,91 @@ class VisualOdometry:
         hand = hand_mask_from_landmarks([p * self._scale for p in hands_px], *gray.shape, self.config.mask_dilate)
         return gray, cv2.bitwise_not(hand)
 
-    def _new_keyframe(self, t: int, gray: np.ndarray, allowed: np.ndarray) -> None:
+    def _replenish(self, gray: np.ndarray, allowed: np.ndarray) -> None:
+        """Detect new corners where no live track is within ``min_distance`` (and never on a hand)."""
         c = self.config
-        pts = cv2.goodFeaturesToTrack(gray, c.max_corners, c.quality, c.min_distance, mask=allowed)
-        pts = np.zeros((0, 2), np.float32) if pts is None else pts[:, 0].astype(np.float32)
-        self._key, self._key_pts, self._cur_pts, self._key_count = t, pts, pts.copy(), len(pts)
+        if len(self._ids) >= c.replenish * c.max_corners:
+            return
+        mask = allowed.copy()
+        for x, y in self._cur_pts:
+            cv2.circle(mask, (int(x), int(y)), c.min_distance, 0, -1)
+        pts = cv2.goodFeaturesToTrack(gray, c.max_corners - len(self._ids), c.quality, c.min_distance, mask=mask)
+        if pts is None:
+            return
+        pts = pts[:, 0].astype(np.float32)
+        ids = np.arange(self._next_id, self._next_id + len(pts))
+        self._next_id += len(pts)
+        self._ids = np.r_[self._ids, ids]
+        self._cur_pts = np.r_[self._cur_pts, pts].astype(np.float32)
+
+    def _new_keyframe(self, t: int) -> None:
+        self._key, self._key_ids, self._key_pts = t, self._ids.copy(), self._cur_pts.copy()
 
     def step(self, rgb: np.ndarray, hands_px: list[np.ndarray]) -> None:
         """Add one frame: uint8 RGB ``[H, W, 3]`` and the hands' ``[21, 2]`` pixel landmarks (to mask)."""
         c = self.config
         t = len(self.rel)
+        self._solved = None
         gray, allowed = self._prepare(rgb, hands_px)
         if self._prev is None:
             self.rel.append((0, np.eye(3), np.zeros(3), np.nan, "key"))
-            self._new_keyframe(t, gray, allowed)
+            self._replenish(gray, allowed)
+            self._obs.append((self._ids.copy(), self._cur_pts.copy()))
+            self._new_keyframe(t)
             self._prev = gray
             return
         if len(self._cur_pts):
             p0 = self._cur_pts.reshape(-1, 1, 2)
             p1, st, _ = cv2.calcOpticalFlowPyrLK(self._prev, gray, p0, None, winSize=(21, 21), maxLevel=3)
             back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._prev, p1, None, winSize=(21, 21), maxLevel=3)
-            ok = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(back - p0, axis=2)[:, 0] < 1.0)
+            ok = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(back - p0, axis=2)[:, 0] < c.fb_px)
             p1 = p1[:, 0]
             h, w = gray.shape
             ok &= (p1[:, 0] >= 0) & (p1[:, 0] < w - 1) & (p1[:, 1] >= 0) & (p1[:, 1] < h - 1)
             ok[ok] &= allowed[p1[ok, 1].astype(int), p1[ok, 0].astype(int)] > 0
-            self._key_pts, self._cur_pts = self._key_pts[ok], p1[ok]
+            self._ids, self._cur_pts = self._ids[ok], p1[ok]
         self.tracked.append(len(self._cur_pts))
         key = self._key
-        R, tv, depth, kind = self._estimate(self._key_pts.astype(np.float64), self._cur_pts.astype(np.float64))
+        common, ik, ic = np.intersect1d(self._key_ids, self._ids, assume_unique=True, return_indices=True)
+        self._last_rot = np.eye(3)
+        R, tv, depth, kind = self._estimate(self._key_pts[ik].astype(np.float64), self._cur_pts[ic].astype(np.float64))
         self.rel.append((key, R, tv, depth, kind))
+        self._rot_only.append(self._last_rot)
+        self._epipolar_check(common, self._key_pts[ik].astype(np.float64), self._cur_pts[ic].astype(np.float64))
         self._prev = gray
-        flow = np.median(np.linalg.norm(self._cur_pts - self._key_pts, axis=1)) if len(self._cur_pts) else 0.0
-        if (kind == "none" or len(self._cur_pts) < c.keyframe_keep * self._key_count or flow > c.keyframe_flow_px
+        flow = np.median(np.linalg.norm(self._cur_pts[ic] - self._key_pts[ik], axis=1)) if len(common) else 0.0
+        self._replenish(gray, allowed)
+        self._obs.append((self._ids.copy(), self._cur_pts.copy()))
+        if (kind == "none" or len(common) < c.keyframe_keep * max(len(self._key_ids), 1) or flow > c.keyframe_flow_px
                 or t - key >= c.keyframe_every):
-            self._new_keyframe(t, gray, allowed)
+            self._new_keyframe(t)
+
+    def _epipolar_check(self, ids: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> None:
+        """Count, per track, how often it falls outside the keyframe pair's RANSAC epipolar consensus.
+
+        The consensus is the largest rigid motion: the scene. Points on an undetected hand, on a hand's
+        shadow or on a moved object disagree with it again and again; the bundle adjustment leaves out
+        tracks that do so too often (``outlier_tracks``), as their coherent motion can pull it into a
+        wrong minimum.
+        """
+        c = self.config
+        if len(ids) < max(c.min_points, 8):
+            return
+        moved = np.linalg.norm(p2 - p1, axis=1)
+        if np.median(moved) < 2 * c.ransac_px:
+            return  # too little motion since the keyframe to tell movers apart
+        K = self.K.copy()
+        K[:2] *= self._scale
+        E, mask = cv2.findEssentialMat(p1, p2, K, cv2.RANSAC, 0.999, c.ransac_px)
+        if E is None or mask is None or E.shape != (3, 3):
+            return
+        n = int(ids.max()) + 1
+        if len(self._tested) < n:
+            grow = n - len(self._tested) + 1024
+            self._tested = np.r_[self._tested, np.zeros(grow, np.int32)]
+            self._rejected = np.r_[self._rejected, np.zeros(grow, np.int32)]
+        self._tested[ids] += 1
+        self._rejected[ids] += mask[:, 0] == 0
 
     def _estimate(self, p1: np.ndarray, p2: np.ndarray) -> tuple:
         """Pose of the current frame relative to the keyframe from tracked points ``p1 -> p2 [N, 2]``."""
@@ -199,6 +282,7 @@ class VisualOdometry:
         u1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
         u2 = b2 / np.linalg.norm(b2, axis=1, keepdims=True)
         R_rot = _kabsch(u1[inl], u2[inl])
+        self._last_rot = R_rot
         proj = (b1 @ R_rot.T) @ K.T
         resid = np.linalg.norm(proj[:, :2] / proj[:, 2:] - p2, axis=1)
         if np.median(resid[inl]) < c.parallax_px:
@@ -221,8 +305,8 @@ class VisualOdometry:
         depth = float(np.median(z2[z2 > 0])) if (z2 > 0).sum() >= c.min_points else np.nan
         return R, t, depth, "essential"
 
-    def c2w(self, scene_depth: float = 0.5) -> np.ndarray:
-        """``[T, 4, 4]`` camera-to-world (world = first camera); translation scaled to ``scene_depth`` m."""
+    def chained_c2w(self, scene_depth: float = 0.5) -> np.ndarray:
+        """``[T, 4, 4]`` camera-to-world from the chained keyframe poses alone (the bundle adjustment's start)."""
         poses: list[np.ndarray] = []
         for key, R, t, depth, _ in self.rel:
             rel = np.eye(4)  # keyframe camera -> this camera
@@ -232,9 +316,82 @@ class VisualOdometry:
             poses.append(np.eye(4) if not poses else poses[key] @ np.linalg.inv(rel))
         return np.stack(poses).astype(np.float32)
 
+    def rotation_c2w(self) -> np.ndarray:
+        """``[T, 4, 4]`` camera-to-world chaining only the rotation-only model (no translation)."""
+        poses: list[np.ndarray] = []
+        for (key, *_), R in zip(self.rel, self._rot_only, strict=True):
+            rel = np.eye(4)
+            rel[:3, :3] = R
+            poses.append(np.eye(4) if not poses else poses[key] @ rel.T)
+        return np.stack(poses)
+
+    def solve(self, depth: float = 1.0) -> dict | None:
+        """Bundle-adjust the chained poses over all tracks (cached until the next ``step``); None when off/too short."""
+        if not self.config.bundle or len(self.rel) < 3:
+            return None
+        if self._solved is not None and self._solved["depth"] == depth:
+            return self._solved
+        t0 = time.perf_counter()
+        frames = np.concatenate([np.full(len(ids), f) for f, (ids, _) in enumerate(self._obs)])
+        ids = np.concatenate([ids for ids, _ in self._obs])
+        uv = np.concatenate([uv for _, uv in self._obs]).astype(np.float64) + 0.5  # pixel centres at i + 0.5
+        n = int(ids.max()) + 1 if len(ids) else 0
+        tested, rejected = np.zeros(n), np.zeros(n)
+        m = min(n, len(self._tested))
+        tested[:m], rejected[:m] = self._tested[:m], self._rejected[:m]
+        good = rejected <= self.config.outlier_tracks * np.maximum(tested, 1)
+        length = np.bincount(ids, minlength=n)
+        if good.sum() > self.config.max_points:  # the longest tracks carry the most geometry
+            good &= length >= np.sort(length[good])[-self.config.max_points]
+        sel = good[ids]
+        frames, ids, uv = frames[sel], ids[sel], uv[sel]
+        _, point = np.unique(ids, return_inverse=True)
+        K = self.K.copy()
+        K[:2] *= self._scale
+        best = None
+        for init in self.config.ba_inits:  # multi-start: keep the solution with the lowest robust cost
+            c2w0 = self.rotation_c2w() if init == "rotation" else self.chained_c2w(depth).astype(np.float64)
+            w2c0 = np.linalg.inv(c2w0)
+            out = incremental_bundle(w2c0[:, :3, :3], w2c0[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
+            out["cost"] = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
+            log.debug("odometry: bundle from %s poses: cost %.1f, rms %.2f px", init, out["cost"], out["rms_px"])
+            if best is None or out["cost"] < best["cost"]:
+                best = out
+        out = best
+        w2c = np.tile(np.eye(4), (len(self.rel), 1, 1))
+        w2c[:, :3, :3], w2c[:, :3, 3] = out["R"], out["t"]
+        # guard: a solve that lands in a wrong minimum departs from the chained poses by far more than their
+        # own error (a few degrees per 16 frames); then the chained poses are kept
+        chained = self.chained_c2w(depth).astype(np.float64)
+        gap = _max_window_gap(np.linalg.inv(w2c), chained, 16)
+        used = "bundle" if gap <= self.config.fallback_deg else "chained"
+        if used == "chained":
+            log.info("odometry: bundle adjustment departs %.1f deg from the chained poses; keeping the chained ones",
+                     gap)
+            w2c = np.linalg.inv(chained)
+        self.solve_ms = (time.perf_counter() - t0) * 1000
+        self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
+                        "used": used, "gap_deg": gap,
+                        "observations": int(out["inliers"].sum())}
+        return self._solved
+
+    def c2w(self, scene_depth: float = 0.5) -> np.ndarray:
+        """``[T, 4, 4]`` camera-to-world (world = first camera), translation scaled to ``scene_depth`` m.
+
+        Bundle-adjusted (``config.bundle``, the default) or the chained keyframe poses.
+        """
+        solved = self.solve(scene_depth)
+        if solved is None:
+            return self.chained_c2w(scene_depth)
+        return solved["c2w"].astype(np.float32)
+
     def summary(self) -> dict:
-        """Counts of the motion models chosen and the median number of tracked points."""
+        """Counts of the motion models chosen, tracked points and the bundle adjustment's outcome."""
         kinds = [r[4] for r in self.rel[1:]]
-        return {"steps": len(kinds), **{k: kinds.count(k) for k in ("static", "rotation", "essential", "none")},
-                "keyframes": len({r[0] for r in self.rel}),
-                "median_tracked_points": float(np.median(self.tracked)) if self.tracked else 0.0}
+        out = {"steps": len(kinds), **{k: kinds.count(k) for k in ("static", "rotation", "essential", "none")},
+               "keyframes": len({r[0] for r in self.rel}),
+               "median_tracked_points": float(np.median(self.tracked)) if self.tracked else 0.0}
+        if self._solved is not None:
+            out["bundle"] = {k: self._solved[k] for k in ("rms_px", "points", "observations", "used", "gap_deg")}
+            out["bundle"]["solve_ms"] = self.solve_ms
+        return out

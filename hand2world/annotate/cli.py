@@ -74,7 +74,9 @@ def _bench(args: argparse.Namespace) -> dict:
     return {"video": str(video), "input_size": r["input_size"], "frames": r["frames"],
             "per_frame_fps": r["per_frame_fps"], "end_to_end_fps": r["frames"] / wall, "median_ms": r["median_ms"],
             "load_average_1min": os.getloadavg()[0],
-            "trajectory_ms_per_frame": r["trajectory_ms_per_frame"], "write_ms_total": r["write_ms"],
+            "trajectory_ms_per_frame": r["trajectory_ms_per_frame"],
+            "trajectory_solve_ms": (r.get("odometry") or {}).get("bundle", {}).get("solve_ms"),
+            "trajectory_bundle": (r.get("odometry") or {}).get("bundle"), "write_ms_total": r["write_ms"],
             "detection_rate": r["detection_rate"], "reprojection_px": r["reprojection_px"]}
 
 
