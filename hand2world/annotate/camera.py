@@ -1,37 +1,37 @@
-"""Camera trajectory from the video itself: keyframe visual odometry with the hands masked out.
+"""Camera trajectory from the video itself: feature tracks with the hands masked out, chained keyframe
+poses, then a bundle adjustment over the whole video (``bundle``).
 
 Design choices:
-- Features: Shi-Tomasi corners detected on a keyframe and tracked frame to frame by pyramidal
-  Lucas-Kanade (OpenCV), kept while the backward track returns within 1 px; never on a hand:
-  each hand's landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a forearm band
-  from the wrist to the image border, is masked (detection on the keyframe; a track entering
-  the mask later is dropped). KLT was chosen over ORB matching: head motion between frames is
-  small, and KLT is faster and sub-pixel.
-- Keyframes: each frame's pose is estimated against the current keyframe (a wider baseline
-  than the previous frame: better conditioned); a new keyframe every ``keyframe_every`` frames
-  (4 beat 2, 8 and 16 on synthetic ground truth), or when the median flow since the keyframe
-  exceeds ``keyframe_flow_px`` or fewer than ``keyframe_keep`` of its points survive.
-  ``c2w[t] = c2w[key] @ inv(T_{t,key})``; the first frame is the world frame (identity). Drift
-  accumulates; the floor metric is relative rotation over 16-frame windows.
-- Static test first: when at least ``static_fraction`` of the tracked points moved less than
-  ``static_px``, the camera did not move (points of a still scene do not move by accident;
-  what moves is a hand-held object).
-- Otherwise two motion models, on bearing vectors ``K^-1 [u, v, 1]`` (OpenCV's integer pixel
-  centres shifted by 0.5 to the project's convention):
-  1. pure rotation ``b2 ~ R b1`` (Kabsch on RANSAC inliers of a homography): head turns with
-     little translation, where the essential matrix is degenerate;
-  2. the essential matrix (5-point RANSAC) + ``recoverPose``: rotation and translation direction.
-  The rotation-only model is kept when its median reprojection residual is below
-  ``parallax_px``; otherwise the essential-matrix pose is used and its inliers are triangulated
-  to a median scene depth in units of the (unit) baseline.
-- Metric scale (best effort): a monocular pose has no scale. Each translation is scaled so that
-  the median depth of its triangulated scene points equals ``scene_depth`` metres; the pipeline
-  passes the median depth of the fitted hands (metric through the hand-size prior), i.e. it
-  assumes the hands work at about the depth of the scene the camera sees, as on a tabletop.
-  Where no hand is seen, 0.5 m.
-- Not handled: a hand-held object that dominates the view moves the estimate with it (only
-  hands and forearms are masked). pycolmap's LO-RANSAC relative pose and its refinement were
-  tried on the same correspondences and were not more accurate, so they are not used.
+- Features: Shi-Tomasi corners tracked frame to frame by pyramidal Lucas-Kanade (OpenCV), kept while
+  the backward track returns within ``fb_px``; new corners are detected wherever no live track is near
+  whenever fewer than ``replenish`` of ``max_corners`` live, so tracks last as long as the point stays
+  in view (long tracks are the bundle adjustment's baseline). Never on a hand: each hand's landmark
+  hull, dilated by ``mask_dilate`` of the hand's size, plus a forearm band from the wrist to the image
+  border, is masked (a track entering the mask is dropped).
+- Keyframe poses (the adjustment's seeds and its fallback): each frame against the current keyframe
+  (a new one every ``keyframe_every`` frames, on large flow or on track loss). Static test first
+  (``static_fraction`` of the points moved < ``static_px``: the camera did not move); otherwise pure
+  rotation (Kabsch on bearings of homography inliers) when it explains the points within
+  ``parallax_px``, else the essential matrix + ``recoverPose``. Chained keyframe to keyframe.
+- Why a bundle adjustment: over the few millimetres of head translation between keyframes a small
+  rotation and a sideways translation look alike (the rotation/translation ambiguity of the essential
+  matrix under a narrow field of view); chained pairwise poses were off by up to 3-4 deg per 16 frames
+  on synthetic ground truth. Fitting all poses and points to all observations (``bundle``) uses the
+  whole track length as baseline.
+- Outliers before the adjustment: every keyframe pair's RANSAC essential matrix (the largest rigid
+  consensus: the scene) votes on its tracks; tracks outside it more than ``outlier_tracks`` of the
+  time (an undetected hand, a hand's shadow, a moved object) are left out: their coherent motion pulls
+  the adjustment into a wrong minimum. The ``max_points`` longest remaining tracks enter it.
+- Multi-start: the adjustment (grown block by block, ``bundle.incremental_bundle``) starts from the
+  rotation-only chain and from the chained poses; the solution with the lowest common robust cost is
+  kept. Guard: if it departs from the chained poses by more than ``fallback_deg`` over any 16 frames
+  (far more than the chain's own error), the chained poses are kept (``summary()["bundle"]["used"]``).
+- Metric scale (best effort): a monocular trajectory has no scale. The reconstruction's median scene
+  depth is set to ``scene_depth`` metres; the pipeline passes the median depth of the fitted hands
+  (metric through the hand-size prior), i.e. it assumes the hands work at about the depth of the scene
+  the camera sees, as on a tabletop. Where no hand is seen, 0.5 m.
+- Not handled: a hand-held object that dominates the view moves the estimate with it. pycolmap is
+  not a dependency (its LO-RANSAC relative pose was not more accurate on the same correspondences).
 """
 
 from __future__ import annotations
