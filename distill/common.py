@@ -69,7 +69,8 @@ def make_windows(teacher: TeacherBundle, data: DataConfig | None, dataset: Any =
     size = teacher.model.config.latent_size[0] * teacher.model.config.vae_factor
     if data.size != size:
         raise ValueError(f"data.size {data.size} differs from the teacher's resolution {size}")
-    source = ClipSource(dataset if dataset is not None else open_dataset(data), data.size, data.frames)
+    control_input = teacher.model.config.control_input
+    source = ClipSource(dataset if dataset is not None else open_dataset(data, control_input), data.size, data.frames)
     return LatentWindows(source, teacher.ae, teacher.model.config, torch.device(device)), data
 
 

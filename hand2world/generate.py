@@ -82,6 +82,10 @@ class TeacherSampler:
             uint8 ``[T, S, S, 3]``; frame 0 is the scene.
         """
         s, n = self.size, len(control)
+        if self.model.config.control_input == "mask":  # mask-conditioned ablation: the render's full silhouette
+            from hand2world.render import control_silhouette
+
+            control = control_silhouette(control)
         c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)) if c2w is None else np.asarray(c2w, np.float32)
         K = intrinsics_from_fov(60.0, s, s).numpy() if K is None else np.asarray(K, np.float32)
         g = torch.Generator().manual_seed(seed)

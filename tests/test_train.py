@@ -186,3 +186,39 @@ def test_latent_disk_cache_is_exact_and_keyed_by_autoencoder(tmp_path, monkeypat
     assert LatentWindows(source, other, DIT_PRESETS["tiny"], torch.device("cpu")).cache_dir != first.cache_dir
     monkeypatch.setenv("HAND2WORLD_LATENT_CACHE", "0")
     assert LatentWindows(source, ae, DIT_PRESETS["tiny"], torch.device("cpu")).cache_dir is None
+
+
+def test_mask_conditioning_ablation_trains_on_masks_and_streams_silhouettes(tmp_path):
+    """``control_input="mask"``: training windows carry 2-D hand masks instead of the mesh render, and
+    the streaming generator feeds such a model the render's full silhouette."""
+    import numpy as np
+
+    from hand2world.models import StreamConfig
+    from hand2world.render import control_silhouette, mask_control
+    from hand2world.stream import StreamingGenerator
+    from hand2world.stream.weights import write_student_release
+
+    render_task = TeacherTask(from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "r", steps=2)))
+    cfg = _teacher_cfg(tmp_path / "m", steps=2)
+    cfg["model"]["overrides"] = {**MICRO_DIT, "control_input": "mask"}
+    mask_task = TeacherTask(from_dict(TeacherRunConfig, cfg))
+    _, c_render = render_task.windows.clip_latents(0)
+    _, c_mask = mask_task.windows.clip_latents(0)
+    clip = mask_task.source.clip(0)
+    sil = control_silhouette(clip["control"])
+    assert set(np.unique(sil)) == {0, 255} and np.array_equal(sil[..., 0] > 0, clip["control"].max(-1) > 8)
+    x = torch.from_numpy(sil).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None]
+    assert torch.allclose(c_mask, mask_task.ae.encode(x)[0], atol=1e-5)  # the masks were encoded, not the render
+    assert not torch.allclose(c_mask, c_render, atol=1e-3)
+    assert np.array_equal(mask_control(np.array([[True, False]])), [[[255] * 3, [0] * 3]])
+    res = train_teacher(from_dict(TeacherRunConfig, cfg))
+    assert load_config(res["final"] / "config.json").control_input == "mask"
+    # streaming: a render and its silhouette give the same frames to a mask-conditioned student
+    model = DiT(load_config(res["final"] / "config.json"))
+    folder = write_student_release(tmp_path / "student", model, mask_task.ae, StreamConfig(steps=1))
+    frames = []
+    for ctl in (clip["control"][:2], sil[:2]):
+        gen = StreamingGenerator.from_pretrained(folder)
+        gen.start(clip["video"][0])
+        frames.append(gen.step(ctl, np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))))
+    assert np.array_equal(frames[0], frames[1])

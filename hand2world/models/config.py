@@ -56,6 +56,9 @@ class DiTConfig:
         cache_window: latent frames kept in the rolling KV window (besides the sink).
         cache_sink: leading (scene) latent frames never evicted.
         latent_size: nominal latent (h, w) of the preset's training resolution.
+        control_input: what the control channels carry: ``"render"`` (the mesh render: silhouette
+            + wireframe, occlusion-invariant) or ``"mask"`` (the ablation: the 2-D hand mask; trained
+            on visible-hand masks, fed the render's full silhouette at inference).
         scene_every_frame: the scene latent sits in the condition channels of every frame (the
             mask channel still marks the frames that are the scene itself), so a small model
             copies the background locally instead of through attention; ``False`` = Wan I2V
@@ -81,8 +84,11 @@ class DiTConfig:
     cache_sink: int = 1
     latent_size: tuple[int, int] = (16, 16)
     scene_every_frame: bool = False
+    control_input: str = "render"
 
     def __post_init__(self) -> None:
+        if self.control_input not in ("render", "mask"):
+            raise ValueError(f"control_input must be 'render' or 'mask', got {self.control_input!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2 or (self.head_dim - 4 * (self.head_dim // 6)) % 2:

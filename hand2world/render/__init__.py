@@ -7,7 +7,7 @@ dependency); side colours in one place (``colors``); no import of ``hand2world.h
 """
 
 from hand2world.render.colors import SHADE_MIN, SIDE_COLORS, SideColors, side_colors
-from hand2world.render.control import DEPTH_EDGE, NEAR, MeshLike, render_control
+from hand2world.render.control import DEPTH_EDGE, NEAR, MeshLike, control_silhouette, mask_control, render_control
 from hand2world.render.landmarks import HAND_BONES, render_landmarks
 from hand2world.render.raster import rasterize_triangles
 
@@ -19,6 +19,8 @@ __all__ = [
     "SIDE_COLORS",
     "MeshLike",
     "SideColors",
+    "control_silhouette",
+    "mask_control",
     "rasterize_triangles",
     "render_control",
     "render_landmarks",

@@ -209,3 +209,31 @@ def _draw_lines(
         mark[a] |= ~contour & (tri[a] != tri[b]) & big[a]
     lut = np.array([(0, 0, 0), *wires], dtype=np.uint8)
     image[box][mark] = lut[hand[mark]]
+
+
+def mask_control(mask: np.ndarray) -> np.ndarray:
+    """A 2-D hand mask as a control image (the ablation's conditioning): white hands on black.
+
+    Args:
+        mask: bool (or 0/1) ``[..., H, W]``.
+
+    Returns:
+        uint8 ``[..., H, W, 3]``.
+    """
+    m = np.asarray(mask).astype(bool)
+    return np.repeat((m * np.uint8(255))[..., None], 3, axis=-1)
+
+
+def control_silhouette(control: np.ndarray, threshold: int = 8) -> np.ndarray:
+    """The full-hand mask of control renders (any channel above ``threshold``), as a control image.
+
+    A mask-conditioned model gets this at inference: the rendered mesh's silhouette is the full
+    hand (occlusion ignored), which is what free-space gestures give.
+
+    Args:
+        control: uint8 ``[..., H, W, 3]``.
+
+    Returns:
+        uint8 ``[..., H, W, 3]`` (255 inside the silhouette, 0 outside).
+    """
+    return mask_control(np.asarray(control).max(axis=-1) > threshold)

@@ -52,6 +52,7 @@ from hand2world.geometry import intrinsics_from_fov, plucker_rays
 from hand2world.models.conditioning import Conditioning, scene_channels
 from hand2world.models.config import StreamConfig
 from hand2world.models.dit import DiT
+from hand2world.render import control_silhouette
 from hand2world.stream.rollout import commit_context, rollout, student_timesteps
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,8 @@ class StreamingGenerator:
             uint8 ``[T, H, W, 3]`` generated frames.
         """
         control, c2w = self._check(control, c2w)
+        if self.config.control_input == "mask":  # mask-conditioned ablation: the render's full silhouette
+            control = control_silhouette(control)
         n = control.shape[0]
         self._t_model = {True: 0.0, False: 0.0}
         self._sync()

@@ -141,6 +141,11 @@ class ClipSource:
             control, _ = _fit_square(item["control"], self.size, np.asarray(item["K"]))
             self._cache[i] = {"video": video, "control": control, "K": K,
                               "c2w": np.asarray(item["c2w"], np.float32)}
+            if "visible_mask" in item:  # the mask-conditioning ablation's control (white visible hand pixels)
+                from hand2world.render import mask_control
+
+                self._cache[i]["visible"] = _fit_square(mask_control(item["visible_mask"]), self.size,
+                                                        np.asarray(item["K"]))[0]
         return self._cache[i]
 
     def window(self, i: int, start: int) -> dict[str, Tensor]:

@@ -43,15 +43,19 @@ log = logging.getLogger(__name__)
 __all__ = ["LatentWindows", "TeacherTask", "autoencoder_extra", "load_autoencoder", "open_dataset"]
 
 
-def open_dataset(data: Any) -> Any:
-    """The configured clip dataset: ``ClipDataset(root)`` or procedural clips."""
+def open_dataset(data: Any, control_input: str = "render") -> Any:
+    """The configured clip dataset: ``ClipDataset(root)`` or procedural clips.
+
+    ``control_input="mask"`` (the mask-conditioning ablation) also loads the visible-hand masks.
+    """
     if data.root:
         from hand2world.data import ClipDataset
 
         root = Path(data.root).expanduser()
         if not (root / "index.json").is_file():
             raise FileNotFoundError(f"no clip dataset at {root} (make one with `hand2world world synth --out {root}`)")
-        return ClipDataset(root, keys=("video", "control", "K", "c2w"), split=data.split)
+        keys = ("video", "control", "K", "c2w") + (("visible_mask",) if control_input == "mask" else ())
+        return ClipDataset(root, keys=keys, split=data.split)
     return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
 
 
@@ -84,7 +88,7 @@ def autoencoder_extra(ae: nn.Module) -> dict[str, tuple[dict[str, Tensor], Any]]
     return {"autoencoder": ({k: v for k, v in ae.state_dict().items()}, ae_cfg)}
 
 
-def latent_cache_dir(source: ClipSource, ae: nn.Module) -> Path | None:
+def latent_cache_dir(source: ClipSource, ae: nn.Module, control_input: str = "render") -> Path | None:
     """Where whole-clip latents of a per-frame autoencoder are kept on disk between jobs.
 
     Teacher training and both distillation stages read the same clips through the same frozen
@@ -99,6 +103,8 @@ def latent_cache_dir(source: ClipSource, ae: nn.Module) -> Path | None:
     from hand2world.paths import runs_dir
 
     h = hashlib.sha1(f"{Path(root).resolve()}|{source.size}".encode())
+    if control_input != "render":  # (keeps the key of render-conditioned latents unchanged)
+        h.update(control_input.encode())
     for name, tensor in sorted(ae.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -122,7 +128,7 @@ class LatentWindows:
     def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
         self.source, self.ae, self.config, self.device = source, ae, config, device
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
-        self.cache_dir = latent_cache_dir(source, ae)
+        self.cache_dir = latent_cache_dir(source, ae, getattr(config, "control_input", "render"))
 
     def __len__(self) -> int:
         return len(self.source)
@@ -137,6 +143,10 @@ class LatentWindows:
                 self._latents[i] = (t["video"], t["control"])
                 return self._latents[i]
             c = self.source.clip(i)
+            if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
+                from hand2world.render import control_silhouette
+
+                c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
             out = []
             for key in ("video", "control"):
                 x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
@@ -215,8 +225,8 @@ class TeacherTask:
         torch.manual_seed(cfg.optim.seed)  # identical initial weights on every rank
         self.model = DiT(self.config)
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
-        self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data), cfg.data.size,
-                                 cfg.data.frames)
+        self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data, self.config.control_input),
+                                 cfg.data.size, cfg.data.frames)
         self.windows = LatentWindows(self.source, self.ae, self.config, self.device)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("DiT %s: %.2fM parameters, %d clips", cfg.model.preset, n_params / 1e6, len(self.source))
