@@ -331,6 +331,8 @@ class VisualOdometry:
             return None
         if self._solved is not None and self._solved["depth"] == depth:
             return self._solved
+        if all(r[4] in ("key", "static", "rotation") for r in self.rel):
+            return None  # no step needed translation: the rotation-only poses stand (planar/far scenes are ambiguous)
         t0 = time.perf_counter()
         frames = np.concatenate([np.full(len(ids), f) for f, (ids, _) in enumerate(self._obs)])
         ids = np.concatenate([ids for ids, _ in self._obs])
