@@ -222,3 +222,11 @@ def test_mask_conditioning_ablation_trains_on_masks_and_streams_silhouettes(tmp_
         gen.start(clip["video"][0])
         frames.append(gen.step(ctl, np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))))
     assert np.array_equal(frames[0], frames[1])
+
+
+def test_ema_decay_warms_up():
+    from hand2world.train.trainer import EMA
+
+    ema = EMA(torch.nn.Linear(2, 2), 0.999)
+    assert ema.decay_at(0) == 0.1 and ema.decay_at(90) == 0.91 and ema.decay_at(10**6) == 0.999
+    assert ema.decay_at(None) == 0.999
