@@ -7,9 +7,8 @@ PORT ?= 8000
 setup:
 	@bash scripts/setup.sh
 
-# The main job: the live app. Open http://$(HOST):$(PORT)/ in Chromium/Chrome and gesture at the
-# webcam. Until the distilled student ships it runs in preview mode (the real conditioning:
-# control render + camera over the scene photo, clearly stamped PREVIEW).
+# The main job: the live app with the shipped model (weights/default, the tiny causal student).
+# Open http://$(HOST):$(PORT)/ in Chromium/Chrome, press Start and gesture at the webcam.
 run: setup
 	.venv/bin/hand2world serve --host $(HOST) --port $(PORT)
 

@@ -62,8 +62,11 @@ def run_lineage(release: Path) -> list[dict[str, Any]]:
         cfg = json.loads(run_json.read_text()) if run_json.is_file() else {}
         chain.append({**_run_summary(run_dir), "stage": cfg.get("stage", "teacher" if "p_drop_hands" in cfg
                                                                    else "autoencoder")})
+        links = dict(cfg)
+        if cfg.get("stage") == "dmd" and not cfg.get("init") and "{stage}" in str(cfg.get("out_dir", "")):
+            links["init"] = cfg["out_dir"].format(stage="ode")  # the DMD stage starts from the ODE run
         for key in ("init", "teacher", "autoencoder"):
-            name = cfg.get(key)
+            name = links.get(key)
             if isinstance(name, str) and not name.startswith("preset:"):
                 try:
                     todo.append(checkpoint_path(name))

@@ -57,9 +57,11 @@ def _sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def write_checksums(folder: str | Path) -> Path:
-    """Write ``folder/checksums.json``: sha256 of every regular file in ``folder`` (not recursing)."""
+    """Write ``folder/checksums.json``: sha256 of every regular file in ``folder`` (not recursing) except
+    prose (``*.md``: the model card may be edited without touching the weights)."""
     folder = Path(folder)
-    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != CHECKSUMS and p.suffix != ".md"}
     out = folder / CHECKSUMS
     out.write_text(json.dumps(sums, indent=1) + "\n")
     return out
