@@ -28,7 +28,7 @@ from hand2world.train.teacher import LatentWindows, open_dataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TeacherBundle", "guided_velocity", "load_dit_weights", "load_teacher", "make_windows"]
+__all__ = ["TeacherBundle", "guided_velocity", "load_dit_weights", "load_teacher", "make_windows", "setup_student"]
 
 
 @dataclasses.dataclass
@@ -88,3 +88,20 @@ def guided_velocity(model: Any, x: Tensor, t: Tensor, cond: Conditioning, guidan
         v_n = model(x, t, dataclasses.replace(cond, keep_hands=ones, keep_camera=zeros), causal=causal)
         out = out + (guidance_camera - 1.0) * (v - v_n)
     return out
+
+
+def setup_student(task: Any, cfg: Any, dataset: Any, device: torch.device | str) -> Path:
+    """The set-up both distillation stages share, on ``task``: device, frozen teacher + autoencoder,
+    clip windows (``windows``, ``data``), the student's config and a student initialised from
+    ``cfg.student_init()``. Returns the folder the initial weights came from."""
+    task.cfg, task.device = cfg, torch.device(device)
+    task.teacher = load_teacher(cfg.teacher, task.device)
+    task.ae = task.teacher.ae
+    task.windows, task.data = make_windows(task.teacher, cfg.data, dataset, task.device)
+    task.config = cfg.student.dit_config(task.teacher.model.config)
+    if (task.data.frames - 1) % cfg.student.block:
+        raise ValueError(f"data.frames - 1 = {task.data.frames - 1} is not a multiple of student.block")
+    init, folder = load_dit_weights(cfg.student_init(), "cpu")
+    task.model = DiT(task.config)
+    task.model.load_state_dict(init.state_dict())
+    return folder

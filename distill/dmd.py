@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from hand2world.diffusion import flow_loss, sample_timesteps
 from hand2world.diffusion.flow import add_noise
-from hand2world.distill.common import guided_velocity, load_dit_weights, load_teacher, make_windows
+from hand2world.distill.common import guided_velocity, setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import DiT
 from hand2world.stream.rollout import commit_context, rollout, student_timesteps
@@ -53,16 +53,7 @@ class DmdTask:
     """
 
     def __init__(self, cfg: DistillRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:
-        self.cfg, self.device = cfg, torch.device(device)
-        self.teacher = load_teacher(cfg.teacher, self.device)
-        self.ae = self.teacher.ae
-        self.windows, self.data = make_windows(self.teacher, cfg.data, dataset, self.device)
-        self.config = cfg.student.dit_config(self.teacher.model.config)
-        if (self.data.frames - 1) % cfg.student.block:
-            raise ValueError(f"data.frames - 1 = {self.data.frames - 1} is not a multiple of student.block")
-        init, folder = load_dit_weights(cfg.student_init(), "cpu")
-        self.model = DiT(self.config)
-        self.model.load_state_dict(init.state_dict())
+        folder = setup_student(self, cfg, dataset, device)
         self.critic = DiT(self.teacher.model.config).to(self.device)
         self.critic.load_state_dict(self.teacher.model.state_dict())
         self.critic_wrapped: nn.Module = self.critic

@@ -33,9 +33,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from hand2world.diffusion.flow import timestep_schedule
-from hand2world.distill.common import TeacherBundle, guided_velocity, load_dit_weights, load_teacher, make_windows
+from hand2world.distill.common import TeacherBundle, guided_velocity, setup_student
 from hand2world.distill.config import DistillRunConfig
-from hand2world.models import Conditioning, DiT
+from hand2world.models import Conditioning
 from hand2world.stream.rollout import student_timesteps
 from hand2world.train.data import batch_indices, step_generator
 from hand2world.train.teacher import LatentWindows, autoencoder_extra
@@ -146,16 +146,7 @@ class OdeTask:
     """
 
     def __init__(self, cfg: DistillRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:
-        self.cfg, self.device = cfg, torch.device(device)
-        self.teacher: TeacherBundle | None = load_teacher(cfg.teacher, self.device)
-        self.ae = self.teacher.ae
-        self.windows, self.data = make_windows(self.teacher, cfg.data, dataset, self.device)
-        self.config = cfg.student.dit_config(self.teacher.model.config)
-        if (self.data.frames - 1) % cfg.student.block:
-            raise ValueError(f"data.frames - 1 = {self.data.frames - 1} is not a multiple of student.block")
-        init, folder = load_dit_weights(cfg.student_init(), "cpu")
-        self.model = DiT(self.config)
-        self.model.load_state_dict(init.state_dict())
+        folder = setup_student(self, cfg, dataset, device)
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.levels = torch.tensor(student_timesteps(cfg.student.steps, cfg.student.shift))
         self.pairs: dict[str, Tensor] | None = None

@@ -162,16 +162,10 @@ def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = N
                  steps: int = 20, guidance_hands: float = 1.0, guidance_camera: float = 1.0, seed: int = 0,
                  max_frames: int | None = None, clip_index: int = 0) -> dict[str, Any]:
     """The ``generate`` command: writes ``out`` (MP4, generated | control [| ground truth])."""
-    from hand2world.io import read_image
 
     sampler = TeacherSampler.from_checkpoint(checkpoint)
     g = load_gestures(gestures, sampler.size, clip_index, camera, max_frames)
-    if scene is not None:
-        scene_rgb = _fit_square(read_image(scene)[None], sampler.size, g["K"])[0][0]
-    elif "video" in g:
-        scene_rgb = g["video"][0]
-    else:
-        raise ValueError("--scene is required unless --gestures is a clip with video")
+    scene_rgb = _scene_image(scene, g, sampler.size)
     t0 = time.perf_counter()
     frames = sampler.generate(scene_rgb, g["control"], g["c2w"], g["K"], steps=steps, guidance_hands=guidance_hands,
                               guidance_camera=guidance_camera, seed=seed)
@@ -179,6 +173,17 @@ def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = N
     _write_panels(out, frames, g)
     return {"out": str(out), "frames": len(frames), "size": sampler.size, "seconds": round(wall, 2),
             "seconds_per_frame": round(wall / max(len(frames) - 1, 1), 3)}
+
+
+def _scene_image(scene: str | None, g: dict[str, Any], size: int) -> np.ndarray:
+    """The scene frame: the ``--scene`` photo fitted to ``size`` (with the gestures' ``K``), else the clip's frame 0."""
+    from hand2world.io import read_image
+
+    if scene is not None:
+        return _fit_square(read_image(scene)[None], size, g["K"])[0][0]
+    if "video" in g:
+        return g["video"][0]
+    raise ValueError("--scene is required unless --gestures is a clip with video")
 
 
 def _write_panels(out: str | Path, frames: np.ndarray, g: dict[str, Any], fps: float = 8.0) -> None:
@@ -199,19 +204,13 @@ def run_generate_student(student: str, gestures: str, out: str, scene: str | Non
     Frame 0 is the scene (pose ``c2w[0]``); frames 1.. are generated block by block from the controls
     and poses 1.. (a trailing partial block is dropped). Same MP4 layout as the teacher path.
     """
-    from hand2world.io import read_image
     from hand2world.stream import StreamingGenerator
 
     gen = StreamingGenerator.from_pretrained(student, device, steps=steps, seed=seed)
     if gen.height != gen.width:
         raise ValueError(f"generate --student needs a square student resolution, got {gen.height}x{gen.width}")
     g = load_gestures(gestures, gen.height, clip_index, camera, max_frames)
-    if scene is not None:
-        scene_rgb = _fit_square(read_image(scene)[None], gen.height, g["K"])[0][0]
-    elif "video" in g:
-        scene_rgb = g["video"][0]
-    else:
-        raise ValueError("--scene is required unless --gestures is a clip with video")
+    scene_rgb = _scene_image(scene, g, gen.height)
     n = len(g["control"])
     c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)) if g["c2w"] is None else g["c2w"]
     fpb = gen.config.frames_per_block
