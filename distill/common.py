@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from hand2world.models import Conditioning, DiT
+from hand2world.models import DiT
 from hand2world.train.config import DataConfig, from_dict
 from hand2world.train.data import ClipSource
 from hand2world.train.teacher import LatentWindows, open_dataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TeacherBundle", "guided_velocity", "load_dit_weights", "load_teacher", "make_windows", "setup_student"]
+__all__ = ["TeacherBundle", "load_dit_weights", "load_teacher", "make_windows", "setup_student"]
 
 
 @dataclasses.dataclass
@@ -72,22 +72,6 @@ def make_windows(teacher: TeacherBundle, data: DataConfig | None, dataset: Any =
     control_input = teacher.model.config.control_input
     source = ClipSource(dataset if dataset is not None else open_dataset(data, control_input), data.size, data.frames)
     return LatentWindows(source, teacher.ae, teacher.model.config, torch.device(device)), data
-
-
-def guided_velocity(model: Any, x: Tensor, t: Tensor, cond: Conditioning, guidance_hands: float = 1.0,
-                    guidance_camera: float = 1.0, causal: bool = False) -> Tensor:
-    """``v_c + (g_h - 1)(v_c - v_no_hands) + (g_c - 1)(v_c - v_no_camera)`` for ``x [B, C, T, h, w]``."""
-    b = x.shape[0]
-    ones, zeros = x.new_ones(b), x.new_zeros(b)
-    v = model(x, t, dataclasses.replace(cond, keep_hands=ones, keep_camera=ones), causal=causal)
-    out = v
-    if guidance_hands != 1.0:
-        v_n = model(x, t, dataclasses.replace(cond, keep_hands=zeros, keep_camera=ones), causal=causal)
-        out = out + (guidance_hands - 1.0) * (v - v_n)
-    if guidance_camera != 1.0:
-        v_n = model(x, t, dataclasses.replace(cond, keep_hands=ones, keep_camera=zeros), causal=causal)
-        out = out + (guidance_camera - 1.0) * (v - v_n)
-    return out
 
 
 def setup_student(task: Any, cfg: Any, dataset: Any, device: torch.device | str) -> Path:

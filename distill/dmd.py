@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hand2world.diffusion import flow_loss, sample_timesteps
+from hand2world.diffusion import flow_loss, guided_velocity, sample_timesteps
 from hand2world.diffusion.flow import add_noise
-from hand2world.distill.common import guided_velocity, setup_student
+from hand2world.distill.common import setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import DiT
 from hand2world.stream.rollout import commit_context, rollout, student_timesteps

@@ -32,8 +32,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from hand2world.diffusion.flow import timestep_schedule
-from hand2world.distill.common import TeacherBundle, guided_velocity, setup_student
+from hand2world.diffusion import euler_sample
+from hand2world.distill.common import TeacherBundle, setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import Conditioning
 from hand2world.stream.rollout import student_timesteps
@@ -62,16 +62,10 @@ def teacher_trajectory(model: Any, noise: Tensor, cond: Conditioning, teacher_st
     """
     if teacher_steps % keep:
         raise ValueError(f"teacher_steps {teacher_steps} is not a multiple of {keep}")
-    every = teacher_steps // keep
-    sched = timestep_schedule(teacher_steps, shift, noise.device)
-    x, kept = noise, []
-    for i in range(teacher_steps):
-        if i % every == 0:
-            kept.append(x)
-        t = sched[i].expand(x.shape[0])
-        v = guided_velocity(model, x, t, cond, guidance_hands, guidance_camera)
-        x = x + (sched[i + 1] - sched[i]) * v
-    return torch.stack(kept, 1), x
+    every, kept = teacher_steps // keep, []
+    x0 = euler_sample(model, noise, cond, steps=teacher_steps, shift=shift, guidance_hands=guidance_hands,
+                      guidance_camera=guidance_camera, on_step=lambda i, x: kept.append(x) if i % every == 0 else None)
+    return torch.stack(kept, 1), x0
 
 
 def _pairs_meta(cfg: DistillRunConfig, teacher: TeacherBundle, frames: int) -> dict[str, Any]:

@@ -65,6 +65,40 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+def fit_cover(frames: np.ndarray, height: int, width: int,
+              K: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize (aspect kept) to cover ``height x width``, centre-crop, and adjust ``K`` to match.
+
+    The one resize-and-crop of scene photos, clips and gesture videos (model input, server scenes).
+
+    Args:
+        frames: uint8 ``[H, W, 3]`` or a stack ``[T, H, W, 3]``.
+        K: 3x3 intrinsics in pixels of ``frames`` (None: no camera to adjust).
+
+    Returns:
+        ``[height, width, 3]`` (or ``[T, height, width, 3]``) and the adjusted ``K`` (float64; None if none given).
+    """
+    h, w = frames.shape[-3:-1]
+    K2 = None if K is None else np.asarray(K, np.float64).copy()
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(frames), K2
+    s = max(height / h, width / w)
+    nh, nw = max(height, round(h * s)), max(width, round(w * s))
+    y0, x0 = (nh - height) // 2, (nw - width) // 2
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+
+    def one(rgb: np.ndarray) -> np.ndarray:
+        return cv2.resize(rgb, (nw, nh), interpolation=interp)[y0:y0 + height, x0:x0 + width]
+
+    out = np.stack([one(f) for f in frames]) if frames.ndim == 4 else np.ascontiguousarray(one(frames))
+    if K2 is not None:
+        K2[0] *= nw / w
+        K2[1] *= nh / h
+        K2[0, 2] -= x0
+        K2[1, 2] -= y0
+    return out, K2
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H, W, 3]``."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

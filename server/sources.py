@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, plucker_to_rgb
+from hand2world.io import fit_cover as io_fit_cover
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,8 @@ class FrameSource(Protocol):
 
 
 def fit_cover(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize + centre-crop an image to exactly ``height x width`` (cover, aspect kept)."""
-    h, w = rgb.shape[:2]
-    s = max(height / h, width / w)
-    nh, nw = max(height, round(h * s)), max(width, round(w * s))
-    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    y0, x0 = (nh - height) // 2, (nw - width) // 2
-    return np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
+    """Resize + centre-crop an image to exactly ``height x width`` (cover, aspect kept): ``hand2world.io.fit_cover``."""
+    return io_fit_cover(rgb, height, width)[0]
 
 
 class PreviewSource:

@@ -4,9 +4,11 @@ from hand2world.diffusion.flow import (
     add_noise,
     euler_sample,
     flow_loss,
+    guided_velocity,
     sample_timesteps,
     shift_timesteps,
     timestep_schedule,
 )
 
-__all__ = ["add_noise", "euler_sample", "flow_loss", "sample_timesteps", "shift_timesteps", "timestep_schedule"]
+__all__ = ["add_noise", "euler_sample", "flow_loss", "guided_velocity", "sample_timesteps", "shift_timesteps",
+           "timestep_schedule"]

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from hand2world.models.conditioning import Conditioning
 
-__all__ = ["add_noise", "euler_sample", "flow_loss", "sample_timesteps", "shift_timesteps", "timestep_schedule"]
+__all__ = ["add_noise", "euler_sample", "flow_loss", "guided_velocity", "sample_timesteps", "shift_timesteps",
+           "timestep_schedule"]
 
 
 def shift_timesteps(t: Tensor, shift: float) -> Tensor:
@@ -64,10 +65,33 @@ def timestep_schedule(steps: int, shift: float = 1.0, device: torch.device | str
     return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
 
 
+def guided_velocity(model: Callable[..., Tensor], x: Tensor, t: Tensor, cond: Conditioning,
+                    guidance_hands: float = 1.0, guidance_camera: float = 1.0, **kwargs: object) -> Tensor:
+    """Classifier-free guidance: ``v_c + (g_h - 1)(v_c - v_no_hands) + (g_c - 1)(v_c - v_no_camera)``.
+
+    The one place guidance is combined (teacher sampling, ODE pairs, DMD's real score, stream-time
+    guidance). The conditional pass keeps every condition (``keep_*`` cleared); a branch runs only
+    when its scale differs from 1. ``kwargs`` go to every pass (``causal``, ``kv_cache``, ``commit``).
+
+    Args:
+        model: ``model(x, t, cond, **kwargs) -> v``.
+        x: ``[B, C, T, h, w]``; ``t``: ``[B]`` or ``[B, T]``.
+    """
+    v = model(x, t, dataclasses.replace(cond, keep_hands=None, keep_camera=None), **kwargs)
+    b = x.shape[0]
+    ones, zeros = x.new_ones(b), x.new_zeros(b)
+    out = v
+    for scale, keep_h, keep_c in ((guidance_hands, zeros, ones), (guidance_camera, ones, zeros)):
+        if scale != 1.0:
+            out = out + (scale - 1.0) * (v - model(x, t, dataclasses.replace(cond, keep_hands=keep_h,
+                                                                             keep_camera=keep_c), **kwargs))
+    return out
+
+
 @torch.no_grad()
 def euler_sample(model: Callable[..., Tensor], noise: Tensor, cond: Conditioning, steps: int = 20,
                  shift: float = 1.0, guidance_hands: float = 1.0, guidance_camera: float = 1.0,
-                 causal: bool = False) -> Tensor:
+                 causal: bool = False, on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """Integrate the flow from noise to clean latents with Euler steps.
 
     Args:
@@ -77,24 +101,17 @@ def euler_sample(model: Callable[..., Tensor], noise: Tensor, cond: Conditioning
         steps: Euler steps.
         shift: timestep shift of the schedule.
         guidance_hands, guidance_camera: classifier-free guidance scales (1 = off).
+        on_step: called as ``on_step(i, x_i)`` with the state before step ``i`` (trajectories).
 
     Returns:
         ``[B, C, T, h, w]`` clean latents.
     """
-    b = noise.shape[0]
-    ones, zeros = noise.new_ones(b), noise.new_zeros(b)
-    branches = [(1.0, dataclasses.replace(cond, keep_hands=ones, keep_camera=ones))]
-    if guidance_hands != 1.0:
-        branches.append((guidance_hands, dataclasses.replace(cond, keep_hands=zeros, keep_camera=ones)))
-    if guidance_camera != 1.0:
-        branches.append((guidance_camera, dataclasses.replace(cond, keep_hands=ones, keep_camera=zeros)))
     sched = timestep_schedule(steps, shift, noise.device)
     x = noise
     for i in range(steps):
-        t = sched[i].expand(b)
-        v = model(x, t, branches[0][1], causal=causal)
-        guided = v
-        for scale, c in branches[1:]:
-            guided = guided + (scale - 1.0) * (v - model(x, t, c, causal=causal))
-        x = x + (sched[i + 1] - sched[i]) * guided
+        if on_step is not None:
+            on_step(i, x)
+        v = guided_velocity(model, x, sched[i].expand(x.shape[0]), cond, guidance_hands, guidance_camera,
+                            causal=causal)
+        x = x + (sched[i + 1] - sched[i]) * v
     return x

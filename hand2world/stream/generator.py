@@ -43,12 +43,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hand2world.diffusion import guided_velocity
 from hand2world.geometry import intrinsics_from_fov, plucker_rays
+from hand2world.io import fit_cover
 from hand2world.models.conditioning import Conditioning, scene_channels
 from hand2world.models.config import StreamConfig
 from hand2world.models.dit import DiT
@@ -57,30 +58,9 @@ from hand2world.stream.rollout import commit_context, rollout, student_timesteps
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StreamingGenerator", "fit_cover_with_K"]
+__all__ = ["StreamingGenerator"]
 
 STAGES = ("encode", "denoise", "commit", "decode")
-
-
-def fit_cover_with_K(rgb: np.ndarray, height: int, width: int, K: np.ndarray | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize (aspect kept) to cover ``height x width`` and centre-crop; adjust ``K`` (3x3, the input's pixels)."""
-    h, w = rgb.shape[:2]
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(rgb), None if K is None else np.asarray(K, np.float64).copy()
-    s = max(height / h, width / w)
-    nh, nw = max(height, round(h * s)), max(width, round(w * s))
-    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    y0, x0 = (nh - height) // 2, (nw - width) // 2
-    out = np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
-    if K is None:
-        return out, None
-    K2 = np.asarray(K, np.float64).copy()
-    K2[0] *= nw / w
-    K2[1] *= nh / h
-    K2[0, 2] -= x0
-    K2[1, 2] -= y0
-    return out, K2
 
 
 class StreamingGenerator:
@@ -218,26 +198,24 @@ class StreamingGenerator:
             self._scene_conds[n] = scene_channels(self._scene_lat, n, mask, every_frame=self.config.scene_every_frame)
         return self._scene_conds[n]
 
-    def _call(self, x: Tensor, t: Tensor, cond: Conditioning, *, kv_cache: Any = None, commit: bool = False) -> Tensor:
-        """The DiT as the rollout calls it, timed per kind of pass, with stream-time guidance when configured."""
-        self._sync()
-        t0 = time.perf_counter()
+    def _pass(self, x: Tensor, t: Tensor, cond: Conditioning, **kwargs: Any) -> Tensor:
+        """One DiT pass (compiled when asked; a compiled forward that cannot compile here falls back to eager)."""
         try:
-            v = self._forward(x, t, cond, kv_cache=kv_cache, commit=commit)
-        except Exception as exc:  # a compiled forward that cannot compile here: eager (the cache commits last)
+            return self._forward(x, t, cond, **kwargs)
+        except Exception as exc:  # the cache commits last, so a failed compiled pass left it untouched
             if self._forward is self.model:
                 raise
             log.warning("torch.compile failed (%s: %s); running eager", type(exc).__name__, exc)
             self._forward = self.model
-            v = self._forward(x, t, cond, kv_cache=kv_cache, commit=commit)
+            return self._forward(x, t, cond, **kwargs)
+
+    def _call(self, x: Tensor, t: Tensor, cond: Conditioning, *, kv_cache: Any = None, commit: bool = False) -> Tensor:
+        """The DiT as the rollout calls it, timed per kind of pass, with stream-time guidance when configured."""
+        self._sync()
+        t0 = time.perf_counter()
         s = self.stream
-        if not commit and (s.guidance_hands != 1.0 or s.guidance_camera != 1.0):
-            one, zero = x.new_ones(x.shape[0]), x.new_zeros(x.shape[0])
-            for scale, keep_h, keep_c in ((s.guidance_hands, zero, one), (s.guidance_camera, one, zero)):
-                if scale != 1.0:
-                    u = self._forward(x, t, dataclasses.replace(cond, keep_hands=keep_h, keep_camera=keep_c),
-                                      kv_cache=kv_cache, commit=False)
-                    v = v + (scale - 1.0) * (v - u)
+        scales = (1.0, 1.0) if commit else (s.guidance_hands, s.guidance_camera)  # commit passes: clean context
+        v = guided_velocity(self._pass, x, t, cond, *scales, kv_cache=kv_cache, commit=commit)
         self._sync()
         self._t_model[commit] += time.perf_counter() - t0
         return v
@@ -259,7 +237,7 @@ class StreamingGenerator:
         scene = np.asarray(scene_rgb)
         if scene.dtype != np.uint8 or scene.ndim != 3 or scene.shape[2] != 3 or min(scene.shape[:2]) < 2:
             raise ValueError(f"scene_rgb must be uint8 [H, W, 3] (any size), got {scene.dtype} {scene.shape}")
-        fitted, K_adj = fit_cover_with_K(scene, self.height, self.width, scene_K)
+        fitted, K_adj = fit_cover(scene, self.height, self.width, scene_K)
         if K is not None:
             K = np.asarray(K, np.float64)
             if K.shape != (3, 3) or not np.isfinite(K).all():

@@ -93,21 +93,11 @@ class ProceduralClips:
 
 
 def _fit_square(frames: np.ndarray, size: int, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Resize the short side to ``size`` and centre-crop; returns frames and adjusted ``K``."""
-    t, h, w = frames.shape[:3]
-    K = K.astype(np.float32).copy()
-    if (h, w) == (size, size):
-        return frames, K
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    K[0] *= nw / w
-    K[1] *= nh / h
-    y0, x0 = (nh - size) // 2, (nw - size) // 2
-    K[0, 2] -= x0
-    K[1, 2] -= y0
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    out = np.stack([cv2.resize(f, (nw, nh), interpolation=interp)[y0:y0 + size, x0:x0 + size] for f in frames])
-    return out, K
+    """Resize the short side to ``size`` and centre-crop (``hand2world.io.fit_cover``); frames and float32 ``K``."""
+    from hand2world.io import fit_cover
+
+    out, K2 = fit_cover(frames, size, size, K)
+    return out, K2.astype(np.float32)
 
 
 class ClipSource:
