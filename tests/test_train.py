@@ -230,3 +230,57 @@ def test_ema_decay_warms_up():
     ema = EMA(torch.nn.Linear(2, 2), 0.999)
     assert ema.decay_at(0) == 0.1 and ema.decay_at(90) == 0.91 and ema.decay_at(10**6) == 0.999
     assert ema.decay_at(None) == 0.999
+
+
+def test_hand_weighted_loss_and_coverage(tmp_path):
+    """Hand coverage marks the latent cells under the control render; the weighted loss is the weighted mean
+    and leans on the hand cells; a weighted run trains and resumes like any other."""
+    from hand2world.train.teacher import hand_coverage
+
+    control = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    control[0, 8:16, 8:12] = 200  # half of latent cell (1, 1) at factor 8
+    cover = hand_coverage(control, 8)
+    assert cover.shape == (2, 4, 4)
+    assert cover[0, 1, 1] == pytest.approx(0.5) and float(cover.sum()) == pytest.approx(0.5)
+
+    x0 = torch.zeros(1, 2, 1, 2, 2)
+    noise = torch.zeros_like(x0)
+    wrong = torch.zeros_like(x0)
+    wrong[..., 0, 0] = 1.0  # the model errs on one cell only
+
+    def model(x, t, cond, causal=False):
+        return wrong
+
+    t = torch.tensor([0.5])
+    weight = torch.ones(1, 1, 2, 2)
+    assert float(flow_loss(model, x0, None, t, noise, weight=weight)) == pytest.approx(0.25)
+    weight[..., 0, 0] = 7.0  # error on a hand cell costs more
+    assert float(flow_loss(model, x0, None, t, noise, weight=weight)) == pytest.approx(7 / 10)
+    weight[..., 0, 0] = 1.0
+    weight[..., 1, 1] = 7.0  # hand elsewhere: the same error costs less
+    assert float(flow_loss(model, x0, None, t, noise, weight=weight)) == pytest.approx(1 / 10)
+
+    clips = ProceduralClips(n=4, frames=4, size=32)
+    cfg = from_dict(TeacherRunConfig, {**_teacher_cfg(tmp_path / "w", steps=3), "hand_loss_weight": 4.0})
+    task = TeacherTask(cfg, dataset=clips)
+    b = task.sample(0, 0, 0, 1)
+    assert b.hands.shape == (b.x0.shape[0], b.x0.shape[2], *b.x0.shape[3:])
+    assert 0 < float(b.hands.max()) <= 1 and float(b.hands.min()) == 0  # procedural clips draw a hand ellipse
+    out = train_teacher(cfg, dataset=clips)
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in out["losses"])
+
+
+def test_teacher_init_from_weights(tmp_path):
+    """``init`` starts a run from earlier weights of the same architecture and latent space, else refuses."""
+    clips = ProceduralClips(n=4, frames=4, size=32)
+    first = train_teacher(from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "a", steps=2)), dataset=clips)
+    cfg = from_dict(TeacherRunConfig, {**_teacher_cfg(tmp_path / "b", steps=1), "init": str(first["final"])})
+    task = TeacherTask(cfg, dataset=clips)
+    from hand2world.stream.weights import load_video_model
+
+    ref = load_video_model(first["final"])[0].state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in task.model.state_dict().items())
+    other = _teacher_cfg(tmp_path / "c", steps=1)
+    other["model"]["overrides"] = {**MICRO_DIT, "num_layers": 3}
+    with pytest.raises(ValueError, match="another architecture"):
+        TeacherTask(from_dict(TeacherRunConfig, {**other, "init": str(first["final"])}), dataset=clips)

@@ -47,7 +47,7 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
 
 
 def flow_loss(model: Callable[..., Tensor], x0: Tensor, cond: Conditioning, t: Tensor, noise: Tensor,
-              causal: bool = False) -> Tensor:
+              causal: bool = False, weight: Tensor | None = None) -> Tensor:
     """Mean squared error between predicted and true velocity ``noise - x0``.
 
     Args:
@@ -55,9 +55,15 @@ def flow_loss(model: Callable[..., Tensor], x0: Tensor, cond: Conditioning, t: T
         x0: clean latents ``[B, C, T, h, w]``.
         t: ``[B]`` or ``[B, T]`` noise levels.
         noise: ``[B, C, T, h, w]`` standard normal.
+        weight: ``[B, T, h, w]`` per-cell loss weights (e.g. heavier on the hands), or None; the
+            loss is then the weighted mean ``sum(w err) / sum(w)`` over cells and channels.
     """
     v = model(add_noise(x0, noise, t), t, cond, causal=causal)
-    return (v.float() - (noise - x0).float()).pow(2).mean()
+    err = (v.float() - (noise - x0).float()).pow(2)
+    if weight is None:
+        return err.mean()
+    w = weight.float()[:, None].expand_as(err)
+    return (err * w).sum() / w.sum()
 
 
 def timestep_schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None) -> Tensor:

@@ -111,6 +111,11 @@ class TeacherRunConfig:
         causal: train with the block-causal mask (student-style) instead of bidirectional.
         p_drop_hands, p_drop_camera: condition dropout for classifier-free guidance.
         t_shift, t_mean, t_std: logit-normal timestep sampling with shift.
+        hand_loss_weight: extra loss weight on latent cells the hands cover (weight ``1 + w * coverage``,
+            coverage from the control render): spends the small model's capacity where the hands are
+            drawn, which the whole-frame mean hardly rewards (hands are a few % of the pixels).
+        init: start from these DiT weights (a run, checkpoint or weights folder with the same
+            architecture, e.g. an earlier teacher or student; ``None`` = random initialisation).
     """
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -124,6 +129,8 @@ class TeacherRunConfig:
     t_shift: float = 1.0
     t_mean: float = 0.0
     t_std: float = 1.0
+    hand_loss_weight: float = 0.0
+    init: str | None = None
 
     def dit_config(self, latent_channels: int, vae_factor: int, vae_temporal_factor: int) -> DiTConfig:
         """The preset with overrides, matched to the autoencoder's latent space."""

@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -40,7 +42,8 @@ from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, st
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatentWindows", "TeacherTask", "autoencoder_extra", "load_autoencoder", "open_dataset"]
+__all__ = ["LatentWindows", "TeacherTask", "WindowBatch", "autoencoder_extra", "hand_coverage", "load_autoencoder",
+           "open_dataset"]
 
 
 def open_dataset(data: Any, control_input: str = "render") -> Any:
@@ -114,6 +117,31 @@ def latent_cache_dir(source: ClipSource, ae: nn.Module, control_input: str = "re
     return runs_dir() / "latent_cache" / h.hexdigest()[:16]
 
 
+def hand_coverage(control: Tensor, factor: int, threshold: int = 8) -> Tensor:
+    """Fraction of each latent cell's pixels covered by the control render's hands.
+
+    Args:
+        control: uint8 ``[T, H, W, 3]`` control renders (black background).
+        factor: the autoencoder's spatial factor.
+
+    Returns:
+        float ``[T, H / factor, W / factor]`` in [0, 1].
+    """
+    mask = (control.amax(-1) > threshold).float()[:, None]
+    return F.avg_pool2d(mask, factor)[:, 0]
+
+
+@dataclass
+class WindowBatch:
+    """One micro-batch of clip windows: clean latents ``x0 [B, C, T, h, w]``, their conditions, the
+    step's generator (noise, timesteps, dropout) and hand coverage ``hands [B, T, h, w]``."""
+
+    x0: Tensor
+    cond: Conditioning
+    generator: torch.Generator
+    hands: Tensor
+
+
 class LatentWindows:
     """Clip windows in the DiT's latent space with their conditions: the one batch code of every
     video-model job (teacher training, ODE-pair generation and DMD of the student).
@@ -128,6 +156,7 @@ class LatentWindows:
     def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
         self.source, self.ae, self.config, self.device = source, ae, config, device
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+        self._hands: dict[int, Tensor] = {}
         self.cache_dir = latent_cache_dir(source, ae, getattr(config, "control_input", "render"))
 
     def __len__(self) -> int:
@@ -141,22 +170,26 @@ class LatentWindows:
             if path is not None and path.is_file():
                 t = load_file(str(path))
                 self._latents[i] = (t["video"], t["control"])
-                return self._latents[i]
-            c = self.source.clip(i)
-            if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
-                from hand2world.render import control_silhouette
+                if "hands" in t:
+                    self._hands[i] = t["hands"]
+                    return self._latents[i]
+            else:
+                c = self.source.clip(i)
+                if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
+                    from hand2world.render import control_silhouette
 
-                c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
-            out = []
-            for key in ("video", "control"):
-                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
-                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
-            self._latents[i] = (out[0].cpu(), out[1].cpu())
+                    c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
+                out = []
+                for key in ("video", "control"):
+                    x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
+                    out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
+                self._latents[i] = (out[0].cpu(), out[1].cpu())
+            self._hands[i] = hand_coverage(torch.from_numpy(self.source.clip(i)["control"]), self.ae.spatial_factor)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
-                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous()},
-                          str(tmp))
+                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous(),
+                           "hands": self._hands[i].contiguous()}, str(tmp))
                 os.replace(tmp, path)
         return self._latents[i]
 
@@ -171,13 +204,20 @@ class LatentWindows:
         The scene is the window's first latent frame (``scene_channels``); rays are relative to the
         window's first camera. No condition dropout (callers add it).
         """
+        x0, cond, _ = self._windows(idx, starts)
+        return x0, cond
+
+    @torch.no_grad()
+    def _windows(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning, Tensor]:
+        """``windows`` plus the hand coverage ``[B, T, h, w]`` of the latent cells (``hand_coverage``)."""
         frames = self.source.frames
-        lat, ctl, rays = [], [], []
+        lat, ctl, rays, hands = [], [], [], []
         for i, start in zip(idx, starts, strict=True):
             if getattr(self.ae, "temporal_factor", 1) == 1:
                 v_lat, c_lat = self.clip_latents(i)
                 lat.append(v_lat[:, start:start + frames])
                 ctl.append(c_lat[:, start:start + frames])
+                hands.append(self._hands[i][start:start + frames])
                 win_rays = self.source.rays(i, start)
             else:
                 w = self.source.window(i, start)
@@ -185,24 +225,32 @@ class LatentWindows:
                 lat.append(both[0])
                 ctl.append(both[1])
                 win_rays = w["rays"]
+                ctl_u8 = ((w["control"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+                cover = hand_coverage(ctl_u8, self.ae.spatial_factor)[None, None]
+                hands.append(rays_to_latent_frames(cover, self.config.vae_temporal_factor)[0, 0])
             rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
         x0 = torch.stack(lat).to(self.device)
         cond = Conditioning(control=torch.stack(ctl).to(self.device),
                             scene=scene_channels(x0[:, :, 0], x0.shape[2],
                                                  every_frame=self.config.scene_every_frame),
                             rays=torch.stack(rays).to(self.device))
-        return x0, cond
+        return x0, cond, torch.stack(hands).to(self.device)
 
     @torch.no_grad()
-    def batch(self, optim: Any, step: int, micro: int, rank: int,
-              world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
+    def sample(self, optim: Any, step: int, micro: int, rank: int, world: int) -> WindowBatch:
         """One deterministic micro-batch: clips from ``batch_indices``, starts and the returned generator
         from ``step_generator(optim.seed, step, micro, rank)``."""
         g = step_generator(optim.seed, step, micro, rank)
         idx = batch_indices(len(self.source), optim.batch_size, optim.seed, step, micro, rank, world,
                             optim.grad_accum)
-        x0, cond = self.windows(idx, self.starts(idx, g))
-        return x0, cond, g
+        x0, cond, hands = self._windows(idx, self.starts(idx, g))
+        return WindowBatch(x0, cond, g, hands)
+
+    def batch(self, optim: Any, step: int, micro: int, rank: int,
+              world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
+        """``sample`` as ``(x0, cond, generator)``."""
+        b = self.sample(optim, step, micro, rank, world)
+        return b.x0, b.cond, b.generator
 
 
 class TeacherTask:
@@ -224,6 +272,19 @@ class TeacherTask:
             raise ValueError(f"data.size {cfg.data.size} must be a multiple of {factor * self.config.patch_size[1]}")
         torch.manual_seed(cfg.optim.seed)  # identical initial weights on every rank
         self.model = DiT(self.config)
+        if cfg.init:
+            from hand2world.stream.weights import load_video_model
+
+            init, init_ae, _, _ = load_video_model(cfg.init, "cpu")
+            if init.config != self.config:
+                raise ValueError(f"init {cfg.init!r} has another architecture than this run: {init.config} "
+                                 f"vs {self.config}")
+            mine = self.ae.state_dict()
+            if any(not torch.equal(v.cpu(), mine[k].cpu()) for k, v in init_ae.state_dict().items()):
+                raise ValueError(f"init {cfg.init!r} was trained in another autoencoder's latent space than "
+                                 f"{cfg.autoencoder!r}")
+            self.model.load_state_dict(init.state_dict())
+            log.info("initialised from %s", cfg.init)
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data, self.config.control_input),
                                  cfg.data.size, cfg.data.frames)
@@ -235,15 +296,21 @@ class TeacherTask:
         return autoencoder_extra(self.ae)
 
     @torch.no_grad()
+    def sample(self, step: int, micro: int, rank: int, world: int) -> WindowBatch:
+        """One micro-batch (deterministic) with condition dropout."""
+        b = self.windows.sample(self.cfg.optim, step, micro, rank, world)
+        b.cond = drop_conditions(b.cond, self.cfg.p_drop_hands, self.cfg.p_drop_camera, generator=b.generator)
+        return b
+
     def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
         """Clean latents ``[B, C, T, h, w]`` and conditions of one micro-batch (deterministic), with dropout."""
-        x0, cond, g = self.windows.batch(self.cfg.optim, step, micro, rank, world)
-        cond = drop_conditions(cond, self.cfg.p_drop_hands, self.cfg.p_drop_camera, generator=g)
-        return x0, cond, g
+        b = self.sample(step, micro, rank, world)
+        return b.x0, b.cond, b.generator
 
     def loss(self, model: Any, step: int, micro: int, rank: int, world: int) -> Tensor:
-        x0, cond, g = self.batch(step, micro, rank, world)
-        c = self.cfg
+        b = self.sample(step, micro, rank, world)
+        c, x0, g = self.cfg, b.x0, b.generator
         t = sample_timesteps(x0.shape[0], c.t_shift, c.t_mean, c.t_std, generator=g, device=x0.device)
         noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        return flow_loss(model, x0, cond, t, noise, causal=c.causal)
+        weight = 1.0 + c.hand_loss_weight * b.hands if c.hand_loss_weight else None
+        return flow_loss(model, x0, b.cond, t, noise, causal=c.causal, weight=weight)
