@@ -284,3 +284,9 @@ def test_teacher_init_from_weights(tmp_path):
     other["model"]["overrides"] = {**MICRO_DIT, "num_layers": 3}
     with pytest.raises(ValueError, match="another architecture"):
         TeacherTask(from_dict(TeacherRunConfig, {**other, "init": str(first["final"])}), dataset=clips)
+    # the ablations fine-tune from the same weights: no Plücker adapter (its weights left out), mask conditioning
+    ablation = _teacher_cfg(tmp_path / "d", steps=1)
+    ablation["model"]["overrides"] = {**MICRO_DIT, "camera_adapter_dim": 0, "control_input": "mask"}
+    abl = TeacherTask(from_dict(TeacherRunConfig, {**ablation, "init": str(first["final"])}), dataset=clips)
+    assert abl.model.camera_adapter is None and abl.config.control_input == "mask"
+    assert all(torch.equal(v, ref[k]) for k, v in abl.model.state_dict().items())

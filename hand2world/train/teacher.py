@@ -14,6 +14,7 @@ Design choices:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -41,6 +42,9 @@ from hand2world.train.config import TeacherRunConfig
 from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, step_generator
 
 log = logging.getLogger(__name__)
+
+# DiTConfig fields an ``init`` may differ in: the ablation switches (mask conditioning, no Plücker adapter).
+INIT_MAY_DIFFER = ("control_input", "camera_adapter_dim")
 
 __all__ = ["LatentWindows", "TeacherTask", "WindowBatch", "autoencoder_extra", "hand_coverage", "load_autoencoder",
            "open_dataset"]
@@ -273,24 +277,35 @@ class TeacherTask:
         torch.manual_seed(cfg.optim.seed)  # identical initial weights on every rank
         self.model = DiT(self.config)
         if cfg.init:
-            from hand2world.stream.weights import load_video_model
-
-            init, init_ae, _, _ = load_video_model(cfg.init, "cpu")
-            if init.config != self.config:
-                raise ValueError(f"init {cfg.init!r} has another architecture than this run: {init.config} "
-                                 f"vs {self.config}")
-            mine = self.ae.state_dict()
-            if any(not torch.equal(v.cpu(), mine[k].cpu()) for k, v in init_ae.state_dict().items()):
-                raise ValueError(f"init {cfg.init!r} was trained in another autoencoder's latent space than "
-                                 f"{cfg.autoencoder!r}")
-            self.model.load_state_dict(init.state_dict())
-            log.info("initialised from %s", cfg.init)
+            self._load_init(cfg.init)
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data, self.config.control_input),
                                  cfg.data.size, cfg.data.frames)
         self.windows = LatentWindows(self.source, self.ae, self.config, self.device)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("DiT %s: %.2fM parameters, %d clips", cfg.model.preset, n_params / 1e6, len(self.source))
+
+    def _load_init(self, spec: str) -> None:
+        """Start from earlier weights (``cfg.init``) in the same latent space.
+
+        The architecture must match, except for the ablation switches (``INIT_MAY_DIFFER``): an ablation
+        fine-tuned from the same weights as the model it is compared with (the mask-conditioned model
+        reads the same channels; the no-Plücker model drops the adapter's weights).
+        """
+        from hand2world.stream.weights import load_video_model
+
+        init, init_ae, _, _ = load_video_model(spec, "cpu")
+        same = dataclasses.replace(init.config, **{f: getattr(self.config, f) for f in INIT_MAY_DIFFER})
+        if same != self.config:
+            raise ValueError(f"init {spec!r} has another architecture than this run: {init.config} vs {self.config}")
+        mine = self.ae.state_dict()
+        if any(not torch.equal(v.cpu(), mine[k].cpu()) for k, v in init_ae.state_dict().items()):
+            raise ValueError(f"init {spec!r} was trained in another autoencoder's latent space than "
+                             f"{self.cfg.autoencoder!r}")
+        missing, unexpected = self.model.load_state_dict(init.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"init {spec!r} lacks weights this model needs: {missing[:4]}")
+        log.info("initialised from %s%s", spec, f" (left out {len(unexpected)} tensors)" if unexpected else "")
 
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
         return autoencoder_extra(self.ae)
