@@ -77,6 +77,8 @@ class OdeConfig:
         gen_batch: windows per teacher sampling batch.
         shard_size: pairs per stored shard (the unit of resume).
         guidance_hands, guidance_camera: classifier-free guidance of the teacher (1 = off).
+        hand_loss_weight: extra regression weight on latent cells the hands cover (as the teacher's
+            ``hand_loss_weight``; 0 = plain mean).
         optim: the regression's optimiser.
     """
 
@@ -86,6 +88,7 @@ class OdeConfig:
     shard_size: int = 32
     guidance_hands: float = 1.0
     guidance_camera: float = 1.0
+    hand_loss_weight: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=1000, lr=1e-4, warmup=50, ema_decay=0.99,
                                                                    ckpt_every=250))
 

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from hand2world.diffusion import euler_sample
+from hand2world.diffusion import euler_sample, weighted_mse
 from hand2world.distill.common import TeacherBundle, setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import Conditioning
@@ -161,16 +161,19 @@ class OdeTask:
     def configs(self) -> dict[str, Any]:
         return {"stream": self.cfg.student.stream_config(stochastic=False)}
 
-    def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[Tensor, Tensor, Conditioning, Tensor]:
+    def batch(self, step: int, micro: int, rank: int,
+              world: int) -> tuple[Tensor, Tensor, Conditioning, Tensor, Tensor]:
         """Student input ``x [B, C, T, h, w]`` (clean scene frame, then trajectory states), per-frame
-        ``t [B, T]``, conditions, and the teacher's ``x0 [B, C, T-1, h, w]``."""
+        ``t [B, T]``, conditions, the teacher's ``x0 [B, C, T-1, h, w]`` and the hand coverage of its
+        cells ``[B, T-1, h, w]``."""
         if self.pairs is None:
             raise RuntimeError("call prepare(run_dir) first")
         o, block = self.cfg.optim, self.cfg.student.block
         g = step_generator(o.seed, step, micro, rank)
         idx = torch.tensor(batch_indices(len(self.pairs["clip"]), o.batch_size, o.seed, step, micro, rank, world,
                                          o.grad_accum))
-        clean, cond = self.windows.windows(self.pairs["clip"][idx].tolist(), self.pairs["start"][idx].tolist())
+        clean, cond, hands = self.windows.windows_with_hands(self.pairs["clip"][idx].tolist(),
+                                                             self.pairs["start"][idx].tolist())
         xt = self.pairs["xt"][idx].float()  # [B, S, C, T-1, h, w]
         b, n_levels, _, n_f = xt.shape[:4]
         level = torch.randint(0, n_levels, (b, n_f // block), generator=g).repeat_interleave(block, 1)  # [B, T-1]
@@ -178,10 +181,11 @@ class OdeTask:
         noisy = noisy.permute(0, 2, 1, 3, 4).to(self.device)  # [B, C, T-1, h, w]
         t = torch.cat([torch.zeros(b, 1), self.levels[level]], 1).to(self.device)
         x = torch.cat([clean[:, :, :1], noisy], 2)
-        return x, t, cond, self.pairs["x0"][idx].float().to(self.device)
+        return x, t, cond, self.pairs["x0"][idx].float().to(self.device), hands[:, 1:]
 
     def loss(self, model: Any, step: int, micro: int, rank: int, world: int) -> Tensor:
-        x, t, cond, target = self.batch(step, micro, rank, world)
+        x, t, cond, target, hands = self.batch(step, micro, rank, world)
         v = model(x, t, cond, causal=True)
         pred = x[:, :, 1:] - t[:, None, 1:, None, None] * v[:, :, 1:].to(x.dtype)
-        return (pred.float() - target).pow(2).mean()
+        w = self.cfg.ode.hand_loss_weight
+        return weighted_mse(pred, target, 1.0 + w * hands if w else None)

@@ -43,6 +43,7 @@ def _cfg(teacher: Path, out: Path, stage: str = "ode", **sets) -> DistillRunConf
     raw = {"stage": stage, "teacher": str(teacher), "out_dir": str(out / "student_{stage}"),
            "student": {"steps": 2, "block": 1, "sink": 1},
            "ode": {"pairs": 6, "teacher_steps": 4, "gen_batch": 3, "shard_size": 4, "guidance_hands": 1.5,
+                   "hand_loss_weight": 4.0,
                    "optim": {"steps": 80, "batch_size": 4, "lr": 2e-3, "warmup": 1, "ema_decay": 0.9,
                              "ckpt_every": 1000, "log_every": 1000}},
            "dmd": {"critic_lr": 1e-3, "critic_steps": 2, "guidance_hands": 1.5,
@@ -69,8 +70,9 @@ def test_ode_pairs_and_regression(teacher, tmp_path):
     assert task.pairs["xt"].dtype == torch.float16
     # the first kept state is the noise (t = 1), the last is on the way to x0: closer to it than the noise
     assert task.config.frames_per_block == 1 and task.config.cache_sink == 1
-    x, t, cond, target = task.batch(0, 0, 0, 1)
+    x, t, cond, target, hands = task.batch(0, 0, 0, 1)
     assert x.shape == (4, c, 5, h, w) and t.shape == (4, 5) and target.shape == (4, c, 4, h, w)
+    assert hands.shape == (4, 4, h, w) and float(hands.max()) > 0
     assert torch.all(t[:, 0] == 0) and set(t[:, 1:].flatten().tolist()) <= set(student_timesteps(2))
     before = _fixed_regression_loss(task, task.model)
 

@@ -8,7 +8,8 @@ from hand2world.diffusion.flow import (
     sample_timesteps,
     shift_timesteps,
     timestep_schedule,
+    weighted_mse,
 )
 
 __all__ = ["add_noise", "euler_sample", "flow_loss", "guided_velocity", "sample_timesteps", "shift_timesteps",
-           "timestep_schedule"]
+           "timestep_schedule", "weighted_mse"]

@@ -25,7 +25,7 @@ from torch import Tensor
 from hand2world.models.conditioning import Conditioning
 
 __all__ = ["add_noise", "euler_sample", "flow_loss", "guided_velocity", "sample_timesteps", "shift_timesteps",
-           "timestep_schedule"]
+           "timestep_schedule", "weighted_mse"]
 
 
 def shift_timesteps(t: Tensor, shift: float) -> Tensor:
@@ -59,7 +59,13 @@ def flow_loss(model: Callable[..., Tensor], x0: Tensor, cond: Conditioning, t: T
             loss is then the weighted mean ``sum(w err) / sum(w)`` over cells and channels.
     """
     v = model(add_noise(x0, noise, t), t, cond, causal=causal)
-    err = (v.float() - (noise - x0).float()).pow(2)
+    return weighted_mse(v, noise - x0, weight)
+
+
+def weighted_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """``mean((pred - target)^2)`` over ``[B, C, T, h, w]``, or with per-cell ``weight [B, T, h, w]`` the
+    weighted mean ``sum(w err) / sum(w)`` over cells and channels (fp32)."""
+    err = (pred.float() - target.float()).pow(2)
     if weight is None:
         return err.mean()
     w = weight.float()[:, None].expand_as(err)

@@ -208,11 +208,11 @@ class LatentWindows:
         The scene is the window's first latent frame (``scene_channels``); rays are relative to the
         window's first camera. No condition dropout (callers add it).
         """
-        x0, cond, _ = self._windows(idx, starts)
+        x0, cond, _ = self.windows_with_hands(idx, starts)
         return x0, cond
 
     @torch.no_grad()
-    def _windows(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning, Tensor]:
+    def windows_with_hands(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning, Tensor]:
         """``windows`` plus the hand coverage ``[B, T, h, w]`` of the latent cells (``hand_coverage``)."""
         frames = self.source.frames
         lat, ctl, rays, hands = [], [], [], []
@@ -247,7 +247,7 @@ class LatentWindows:
         g = step_generator(optim.seed, step, micro, rank)
         idx = batch_indices(len(self.source), optim.batch_size, optim.seed, step, micro, rank, world,
                             optim.grad_accum)
-        x0, cond, hands = self._windows(idx, self.starts(idx, g))
+        x0, cond, hands = self.windows_with_hands(idx, self.starts(idx, g))
         return WindowBatch(x0, cond, g, hands)
 
     def batch(self, optim: Any, step: int, micro: int, rank: int,
