@@ -28,7 +28,7 @@ import torch
 
 from hand2world.diffusion import euler_sample
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
-from hand2world.models import Conditioning, DiT, scene_channels
+from hand2world.models import Conditioning, DiT, scene_channels, scene_latents
 from hand2world.train.data import _fit_square
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ class TeacherSampler:
             scene_lat = self.ae.encode(self._to_tensor(current[None]))[:, :, 0]
             ctl_lat = self.ae.encode(ctl)
             t_lat = ctl_lat.shape[2]
-            scene_c = scene_channels(scene_lat, t_lat, every_frame=self.model.config.scene_every_frame)
+            scene_c = scene_channels(scene_latents(self.model.config, scene_lat, torch.from_numpy(K), rel[None]), t_lat,
+                                     every_frame=self.model.config.scene_every_frame)
             cond = Conditioning(control=ctl_lat, scene=scene_c, rays=rays)
             noise = torch.randn(ctl_lat.shape, generator=g).to(ctl.device)
             lat = euler_sample(self.model, noise, cond, steps=steps, guidance_hands=guidance_hands,

@@ -183,3 +183,47 @@ def test_autoencoder_shapes_and_config_roundtrip(tmp_path):
     assert torch.allclose(ae.decode(z[:, :, 1:2])[:, :, 0], rec[:, :, 1], atol=1e-5)
     assert load_config(save_config(cfg, tmp_path / "ae.json")) == cfg
     assert load_config(save_config(CFG, tmp_path / "dit.json")) == CFG
+
+
+def test_scene_warp_follows_the_camera():
+    """The warped scene: identity poses keep it; a yaw equals the rotation homography; a sideways move
+    shifts points on the plane by f t / depth; scene_latents warps only when the config asks."""
+    import cv2
+    import numpy as np
+
+    from hand2world.geometry import intrinsics_from_fov
+    from hand2world.models import scene_latents, warp_scene_latent
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bicubic")
+    K = intrinsics_from_fov(60.0, 64, 64).float()
+    eye = torch.eye(4).expand(1, 3, 4, 4)
+    assert torch.allclose(warp_scene_latent(img, K, eye, 0.5, 1), img[:, :, None].expand(1, 3, 3, 64, 64), atol=1e-4)
+
+    yaw = np.deg2rad(4.0)
+    rel = torch.eye(4).repeat(1, 2, 1, 1)
+    rel[0, 1, :3, :3] = torch.tensor([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    out = warp_scene_latent(img, K, rel, 0.5, 1)[0, :, 1].permute(1, 2, 0).numpy()
+    Rj = rel[0, 1, :3, :3].numpy().T  # scene camera -> camera j
+    S = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # K's pixel centres at i + 0.5 -> OpenCV's at i
+    H = S @ K.numpy() @ Rj @ np.linalg.inv(K.numpy()) @ np.linalg.inv(S)
+    ref = cv2.warpPerspective(img[0].permute(1, 2, 0).numpy(), H, (64, 64), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    assert np.abs(out - ref)[8:-8, 8:-8].max() < 0.02
+
+    rel = torch.eye(4).repeat(1, 2, 1, 1)
+    rel[0, 1, 0, 3] = 0.05  # camera 5 cm to the right: the plane at 0.5 m moves f * 0.1 px to the left
+    shift = float(K[0, 0]) * 0.05 / 0.5
+    out = warp_scene_latent(img, K, rel, 0.5, 1)[0, :, 1]
+    M = np.float32([[1, 0, -shift], [0, 1, 0]])
+    ref = cv2.warpAffine(img[0].permute(1, 2, 0).numpy(), M, (64, 64), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    assert np.abs(out.permute(1, 2, 0).numpy() - ref)[:, :40].max() < 0.02
+
+    lat = torch.randn(1, 4, 16, 16)
+    assert scene_latents(CFG, lat, K, rel) is lat  # CFG: no warp
+    warped = scene_latents(dataclasses.replace(CFG, scene_every_frame=True, scene_warp_depth=0.5), lat, K, rel)
+    assert warped.shape == (1, 4, 2, 16, 16) and not torch.allclose(warped[:, :, 1], lat)
+    assert scene_channels(warped, 2, every_frame=True).shape == (1, 5, 2, 16, 16)
+    with pytest.raises(ValueError, match="scene_every_frame"):
+        DiTConfig(scene_warp_depth=0.5)

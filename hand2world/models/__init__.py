@@ -11,6 +11,8 @@ from hand2world.models.conditioning import (
     drop_conditions,
     rays_to_latent_frames,
     scene_channels,
+    scene_latents,
+    warp_scene_latent,
 )
 from hand2world.models.config import (
     AUTOENCODER_PRESETS,
@@ -43,5 +45,7 @@ __all__ = [
     "rays_to_latent_frames",
     "save_config",
     "scene_channels",
+    "scene_latents",
+    "warp_scene_latent",
     "set_attention_backend",
 ]

@@ -18,12 +18,14 @@ Design choices (Hand2World's recipe):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conditioning", "PluckerAdapter", "drop_conditions", "rays_to_latent_frames", "scene_channels"]
+__all__ = ["Conditioning", "PluckerAdapter", "drop_conditions", "rays_to_latent_frames", "scene_channels",
+           "scene_latents", "warp_scene_latent"]
 
 
 @dataclass
@@ -58,7 +60,8 @@ def scene_channels(scene: Tensor, num_frames: int, frame_mask: Tensor | None = N
     """Scene latent placed at masked frames (default: frame 0), plus the mask channel.
 
     Args:
-        scene: ``[B, C, h, w]`` latent of the scene (first) frame.
+        scene: ``[B, C, h, w]`` latent of the scene (first) frame, or ``[B, C, T, h, w]`` one per
+            frame (the scene warped into each frame's camera, ``warp_scene_latent``).
         num_frames: latent frames T.
         frame_mask: ``[T]`` bool, frames that are the scene (default: only frame 0).
         every_frame: put the latent at every frame (``DiTConfig.scene_every_frame``); the mask
@@ -67,14 +70,65 @@ def scene_channels(scene: Tensor, num_frames: int, frame_mask: Tensor | None = N
     Returns:
         ``[B, C + 1, T, h, w]``.
     """
-    b, c, h, w = scene.shape
+    b, c, h, w = scene.shape[0], scene.shape[1], scene.shape[-2], scene.shape[-1]
     if frame_mask is None:
         frame_mask = torch.zeros(num_frames, dtype=torch.bool, device=scene.device)
         frame_mask[0] = True
     m = frame_mask.to(scene.dtype).view(1, 1, num_frames, 1, 1)
-    lat = scene[:, :, None].expand(b, c, num_frames, h, w)
+    lat = scene if scene.ndim == 5 else scene[:, :, None].expand(b, c, num_frames, h, w)
     lat = lat.clone() if every_frame else lat * m
     return torch.cat([lat, m.expand(b, 1, num_frames, h, w)], dim=1)
+
+
+def warp_scene_latent(scene: Tensor, K: Tensor, rel_c2w: Tensor, depth: float, factor: int) -> Tensor:
+    """The scene latent as seen from other cameras, through a fronto-parallel plane at ``depth``.
+
+    Each latent cell centre of frame ``j`` (pixel ``(u + 0.5) * factor``) is cast as a ray of camera
+    ``j``, intersected with the plane ``z = depth`` of the scene camera, projected into the scene
+    image and sampled there (bilinear, edges replicated). Rotations are exact whatever the depth;
+    translations are right for points at that depth. Rays that miss the plane (pointing away from
+    it) sample the nearest edge.
+
+    Args:
+        scene: ``[B, C, h, w]`` latent of the scene frame.
+        K: ``[3, 3]`` or ``[B, 3, 3]`` intrinsics in pixels of the model resolution (``h * factor``).
+        rel_c2w: ``[B, T, 4, 4]`` camera-to-scene-camera poses (``relative_c2w``; identity = no warp).
+        depth: plane distance in metres (> 0).
+        factor: autoencoder spatial factor (latent cell = ``factor`` pixels).
+
+    Returns:
+        ``[B, C, T, h, w]``.
+    """
+    b, c, h, w = scene.shape
+    n_t = rel_c2w.shape[1]
+    dev, dt = scene.device, torch.float32
+    K = K.to(dev, dt).expand(b, 3, 3)
+    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt),
+                            indexing="ij")
+    pix = torch.stack([(xs + 0.5) * factor, (ys + 0.5) * factor, torch.ones_like(xs)], -1).view(1, -1, 3)
+    rays = pix @ torch.linalg.inv(K).transpose(1, 2)  # [B, hw, 3] in camera j
+    rel = rel_c2w.to(dev, dt)
+    R, t = rel[..., :3, :3], rel[..., :3, 3]  # [B, T, 3, 3], [B, T, 3]
+    d = torch.einsum("btij,bnj->btni", R, rays)  # ray directions in the scene camera
+    lam = (depth - t[:, :, None, 2:3]) / d[..., 2:3].clamp_min(1e-3)
+    pts = t[:, :, None] + lam * d  # [B, T, hw, 3] on the plane
+    proj = torch.einsum("bij,btnj->btni", K, pts)
+    uv = proj[..., :2] / proj[..., 2:3].clamp_min(1e-6)  # scene-image pixels
+    grid = torch.stack([uv[..., 0] / (w * factor), uv[..., 1] / (h * factor)], -1) * 2 - 1
+    grid = grid.view(b * n_t, h, w, 2).clamp(-2, 2)
+    src = scene[:, None].expand(b, n_t, c, h, w).reshape(b * n_t, c, h, w)
+    out = F.grid_sample(src.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(b, n_t, c, h, w).transpose(1, 2).to(scene.dtype)
+
+
+def scene_latents(config: Any, scene: Tensor, K: Tensor | None, rel_c2w: Tensor | None) -> Tensor:
+    """What ``scene_channels`` gets for a model: the scene latent ``[B, C, h, w]``, or, when
+    ``config.scene_warp_depth`` is set and poses are given, its warp into each frame's camera
+    ``[B, C, T, h, w]`` (``rel_c2w [B, T, 4, 4]`` relative to the scene camera, ``K`` at model resolution)."""
+    depth = getattr(config, "scene_warp_depth", 0.0)
+    if not depth or rel_c2w is None or K is None:
+        return scene
+    return warp_scene_latent(scene, K, rel_c2w, depth, config.vae_factor)
 
 
 def rays_to_latent_frames(rays: Tensor, temporal_factor: int) -> Tensor:

@@ -63,6 +63,11 @@ class DiTConfig:
             mask channel still marks the frames that are the scene itself), so a small model
             copies the background locally instead of through attention; ``False`` = Wan I2V
             style (scene latent at frame 0 only).
+        scene_warp_depth: with ``scene_every_frame``, the scene latent of each frame is first warped
+            into that frame's camera through the homography of a fronto-parallel plane this many
+            metres in front of the scene camera (``warp_scene_latent``); a depth-free geometric prior
+            (rotation exact, translation approximate) that leaves the model the parallax, the hands
+            and what they move. 0 = no warp (the scene as photographed, for every frame).
     """
 
     latent_channels: int = 8
@@ -85,8 +90,11 @@ class DiTConfig:
     latent_size: tuple[int, int] = (16, 16)
     scene_every_frame: bool = False
     control_input: str = "render"
+    scene_warp_depth: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.scene_warp_depth < 0 or (self.scene_warp_depth and not self.scene_every_frame):
+            raise ValueError(f"scene_warp_depth must be >= 0 and needs scene_every_frame, got {self.scene_warp_depth}")
         if self.control_input not in ("render", "mask"):
             raise ValueError(f"control_input must be 'render' or 'mask', got {self.control_input!r}")
         if self.dim % self.num_heads:
@@ -181,7 +189,7 @@ class StreamConfig:
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     # Ships; CPU. 128x128 frames -> 16x16x8 latents -> 64 tokens/frame.
-    "tiny": DiTConfig(scene_every_frame=True),
+    "tiny": DiTConfig(scene_every_frame=True, scene_warp_depth=0.5),
     # A GPU model at 256x256 (32x32 latents -> 256 tokens/frame).
     "small": DiTConfig(latent_channels=16, dim=512, num_heads=8, num_layers=12, ffn_dim=2048, freq_dim=256,
                        camera_adapter_dim=256, latent_size=(32, 32)),

@@ -11,7 +11,8 @@ Design choices:
   (t = 0) with ``scene_channels(..., frame_mask=[True])``, the empty control (the autoencoder's
   latent of a black control image, encoded once) and the identity camera. It is the cache's
   sink (``DiTConfig.cache_sink``): never evicted. Later blocks carry
-  ``scene_channels(scene, Tb, frame_mask=all False, every_frame=config.scene_every_frame)``.
+  ``scene_channels(scene, Tb, frame_mask=all False, every_frame=config.scene_every_frame)``, the
+  scene warped into each frame's camera first when ``config.scene_warp_depth`` is set.
 - Camera: the first ``c2w`` passed to ``step`` after ``start``/``reset`` is the scene frame's
   pose (the stream's reference camera) unless ``start(..., scene_c2w=...)`` gives it; rays of
   every frame are Plücker rays of ``inv(c2w_ref) @ c2w`` with the model-resolution ``K``.
@@ -50,7 +51,7 @@ from torch import Tensor, nn
 from hand2world.diffusion import guided_velocity
 from hand2world.geometry import intrinsics_from_fov, plucker_rays
 from hand2world.io import fit_cover
-from hand2world.models.conditioning import Conditioning, scene_channels
+from hand2world.models.conditioning import Conditioning, scene_channels, scene_latents
 from hand2world.models.config import StreamConfig
 from hand2world.models.dit import DiT
 from hand2world.render import control_silhouette
@@ -191,10 +192,17 @@ class StreamingGenerator:
         rays = plucker_rays(self._K_t, rel, self.height, self.width)  # [T, 6, H, W]
         return rays.transpose(0, 1)[None].to(self.dtype)
 
-    def _scene_cond(self, n: int) -> Tensor:
-        """Scene channels of ``n`` generated frames (mask all False), built once per stream."""
+    def _scene_cond(self, rel_c2w: np.ndarray) -> Tensor:
+        """Scene channels of the generated frames with poses ``rel_c2w [T, 4, 4]`` (mask all False): built
+        once per stream and block length, or per step when the scene is warped into each frame's camera
+        (``DiTConfig.scene_warp_depth``)."""
+        n = len(rel_c2w)
+        mask = torch.zeros(n, dtype=torch.bool, device=self.device)
+        if self.config.scene_warp_depth:
+            rel = torch.from_numpy(rel_c2w.astype(np.float32))[None]
+            return scene_channels(scene_latents(self.config, self._scene_lat, self._K_t, rel), n, mask,
+                                  every_frame=self.config.scene_every_frame)
         if n not in self._scene_conds:
-            mask = torch.zeros(n, dtype=torch.bool, device=self.device)
             self._scene_conds[n] = scene_channels(self._scene_lat, n, mask, every_frame=self.config.scene_every_frame)
         return self._scene_conds[n]
 
@@ -328,7 +336,8 @@ class StreamingGenerator:
             idx = np.flatnonzero(has_hands)
             ctl[torch.from_numpy(idx).to(self.device)] = self._encode(control[idx])
         ctl = ctl.transpose(0, 1)[None]  # [1, C, T, h, w]
-        cond = Conditioning(control=ctl, scene=self._scene_cond(n), rays=self._rays(self._ref_inv @ c2w))
+        rel = self._ref_inv @ c2w
+        cond = Conditioning(control=ctl, scene=self._scene_cond(rel), rays=self._rays(rel))
         noise = torch.randn(ctl.shape, generator=self._gen, device=self.device, dtype=self.dtype)
         self._sync()
         t1 = time.perf_counter()

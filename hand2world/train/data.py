@@ -146,11 +146,14 @@ class ClipSource:
             return torch.from_numpy(a[sl]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
         return {"video": to_t(c["video"]), "control": to_t(c["control"]), "rays": self.rays(i, start)}
 
+    def rel_c2w(self, i: int, start: int) -> Tensor:
+        """Camera poses ``[T, 4, 4]`` of a window relative to its first camera."""
+        return relative_c2w(torch.from_numpy(self.clip(i)["c2w"][start:start + self.frames]))
+
     def rays(self, i: int, start: int) -> Tensor:
         """Plücker rays ``[6, T, S, S]`` of a window, relative to its first camera."""
-        c = self.clip(i)
-        rel = relative_c2w(torch.from_numpy(c["c2w"][start:start + self.frames]))
-        return plucker_rays(torch.from_numpy(c["K"]), rel, self.size, self.size).transpose(0, 1)
+        return plucker_rays(torch.from_numpy(self.clip(i)["K"]), self.rel_c2w(i, start), self.size,
+                            self.size).transpose(0, 1)
 
     def max_start(self, i: int) -> int:
         return self.clip(i)["video"].shape[0] - self.frames

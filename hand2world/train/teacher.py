@@ -37,14 +37,16 @@ from hand2world.models import (
     load_config,
     rays_to_latent_frames,
     scene_channels,
+    scene_latents,
 )
 from hand2world.train.config import TeacherRunConfig
 from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, step_generator
 
 log = logging.getLogger(__name__)
 
-# DiTConfig fields an ``init`` may differ in: the ablation switches (mask conditioning, no Plücker adapter).
-INIT_MAY_DIFFER = ("control_input", "camera_adapter_dim")
+# DiTConfig fields an ``init`` may differ in: the ablation switches (mask conditioning, no Plücker adapter) and
+# the scene warp (the same channels, warped).
+INIT_MAY_DIFFER = ("control_input", "camera_adapter_dim", "scene_warp_depth")
 
 __all__ = ["LatentWindows", "TeacherTask", "WindowBatch", "autoencoder_extra", "hand_coverage", "load_autoencoder",
            "open_dataset"]
@@ -215,7 +217,8 @@ class LatentWindows:
     def windows_with_hands(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning, Tensor]:
         """``windows`` plus the hand coverage ``[B, T, h, w]`` of the latent cells (``hand_coverage``)."""
         frames = self.source.frames
-        lat, ctl, rays, hands = [], [], [], []
+        lat, ctl, rays, hands, scenes = [], [], [], [], []
+        r = self.config.vae_temporal_factor
         for i, start in zip(idx, starts, strict=True):
             if getattr(self.ae, "temporal_factor", 1) == 1:
                 v_lat, c_lat = self.clip_latents(i)
@@ -232,10 +235,13 @@ class LatentWindows:
                 ctl_u8 = ((w["control"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
                 cover = hand_coverage(ctl_u8, self.ae.spatial_factor)[None, None]
                 hands.append(rays_to_latent_frames(cover, self.config.vae_temporal_factor)[0, 0])
-            rays.append(rays_to_latent_frames(win_rays[None], self.config.vae_temporal_factor)[0])
+            rays.append(rays_to_latent_frames(win_rays[None], r)[0])
+            rel = self.source.rel_c2w(i, start)[::r]  # one pose per latent frame (as the rays)
+            scenes.append(scene_latents(self.config, lat[-1][None, :, 0].to(self.device),
+                                        torch.from_numpy(self.source.clip(i)["K"]), rel[None])[0])
         x0 = torch.stack(lat).to(self.device)
         cond = Conditioning(control=torch.stack(ctl).to(self.device),
-                            scene=scene_channels(x0[:, :, 0], x0.shape[2],
+                            scene=scene_channels(torch.stack(scenes), x0.shape[2],
                                                  every_frame=self.config.scene_every_frame),
                             rays=torch.stack(rays).to(self.device))
         return x0, cond, torch.stack(hands).to(self.device)
