@@ -189,13 +189,14 @@ def test_eval_command_end_to_end(tmp_path, capsys):
                  "--long-data", str(data), "--long-clips", "1", "--teacher-steps", "2", "--no-progress",
                  "--metric-weights", str(tmp_path / "no_weights")]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed["models"]) == {"ground truth", "repeat scene", "student", "teacher", "ablation"}
+    warped = "warped scene (0.5 m plane)"
+    assert set(printed["models"]) == {"ground truth", "repeat scene", warped, "student", "teacher", "ablation"}
     for name in ("metrics.json", "metrics.md", "psnr_frames.png", "long_rollout.png", "grid.mp4", "long_grid.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     result = json.loads((out / "metrics.json").read_text())
     assert result["clips"] == 2 and result["frames"] == 9 and result["size"] == 32
     assert result["lpips"].startswith("unavailable") and result["fvd"].startswith("unavailable")
-    for name in ("repeat scene", "student", "teacher", "ablation"):
+    for name in ("repeat scene", warped, "student", "teacher", "ablation"):
         m = result["models"][name]["metrics"]
         assert 0 < m["psnr"] <= M.PSNR_CAP and -1 <= m["ssim"] <= 1
         assert m["camera_err_deg"] is not None and m["flicker"] is not None
@@ -203,7 +204,7 @@ def test_eval_command_end_to_end(tmp_path, capsys):
         assert result["models"][name]["fvd"] == "unavailable"
     assert result["models"]["ground truth"]["metrics"]["camera_err_deg"] is not None
     long = result["long"]["models"]
-    assert set(long) == {"repeat scene", "student", "ablation"}
+    assert set(long) == {"repeat scene", warped, "student", "ablation"}
     assert long["student"]["segment_frames"] == [[1, 4], [5, 8]] and len(long["student"]["psnr_frames"]) == 8
     table = (out / "metrics.md").read_text()
     assert "| repeat scene | baseline |" in table and "| ablation | student |" in table and "PSNR 5-8" in table

@@ -7,7 +7,8 @@ docs/eval.md).
 
 Design choices:
 - A model is anything with ``name``, ``kind``, ``size`` and ``generate(scene, control, c2w, K, seed)
-  -> [T, S, S, 3]``: ``RepeatScene`` (the baseline, always evaluated), ``TeacherModel``
+  -> [T, S, S, 3]``: ``RepeatScene`` (the baseline of the floors, always evaluated), ``WarpedScene``
+  (the scene warped by the camera through a 0.5 m plane: the geometric prior alone, always evaluated), ``TeacherModel``
   (``TeacherSampler``, chained windows) and ``StudentModel`` (``StreamingGenerator``: ``start`` with
   the scene, then ``step`` over the remaining frames in chunks of its block). Many students and
   teachers can be compared in one table (``--model name=path``; ablations).
@@ -43,7 +44,7 @@ from hand2world.eval.networks import fvd, load_fvd_detector, load_lpips, metric_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "ModelSpec", "RepeatScene", "StudentModel", "TeacherModel", "detect_kind",
+__all__ = ["EvalConfig", "ModelSpec", "RepeatScene", "StudentModel", "TeacherModel", "WarpedScene", "detect_kind",
            "load_model", "parse_model_arg", "run_eval"]
 
 GT_NAME = "ground truth"
@@ -96,6 +97,30 @@ class RepeatScene:
     def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
                  seed: int = 0) -> np.ndarray:
         return np.repeat(scene[None], len(control), axis=0)
+
+
+class WarpedScene:
+    """Baseline: the scene frame warped into each frame's camera through a fronto-parallel plane at ``depth``
+    (``warp_scene_latent`` on pixels) — the geometric prior the ``tiny`` preset conditions on, alone (no hands,
+    no parallax beyond the plane)."""
+
+    kind, size = "baseline", None
+
+    def __init__(self, depth: float = 0.5) -> None:
+        self.depth = depth
+        self.name = f"warped scene ({depth:g} m plane)"
+
+    def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+                 seed: int = 0) -> np.ndarray:
+        import torch
+
+        from hand2world.geometry import relative_c2w
+        from hand2world.models import warp_scene_latent
+
+        img = torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1)[None].float()
+        rel = relative_c2w(torch.from_numpy(np.asarray(c2w, np.float32)))[None]
+        out = warp_scene_latent(img, torch.from_numpy(np.asarray(K, np.float32)), rel, self.depth, 1)
+        return out[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 class TeacherModel:
@@ -462,7 +487,8 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    loaded: list[VideoModel] = [RepeatScene(), *(models or []), *(load_model(s, cfg.teacher_steps) for s in specs)]
+    loaded: list[VideoModel] = [RepeatScene(), WarpedScene(), *(models or []),
+                                *(load_model(s, cfg.teacher_steps) for s in specs)]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names) or GT_NAME in names:
         raise ValueError(f"model names must be unique and not {GT_NAME!r}: {names}")
@@ -558,7 +584,8 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
         c0 = long_clips[0]
         write_grid(out / "long_grid.mp4", [{"ground truth": c0["video"][:total], "control": c0["control"][:total],
                                             **{k: v for k, v in long_videos.items()
-                                               if k != RepeatScene.name}}], fps=16.0)
+                                               if not k.startswith(("repeat scene", "warped scene"))}}],
+                   fps=16.0)
         outputs.update({"long_plot": "long_rollout.png", "long_grid": "long_grid.mp4"})
     elif lengths:
         result["long"] = None

@@ -240,10 +240,14 @@ def estimate_rotation(frame_a: np.ndarray, frame_b: np.ndarray, K: np.ndarray, m
         resid = np.linalg.norm(proj[:, :2] / proj[:, 2:] - p2, axis=1)
         if np.median(resid[inl]) < parallax_px:
             return RotationEstimate(R_rot, "rotation", int(inl.sum()))
-    E, emask = cv2.findEssentialMat(p1, p2, K, cv2.RANSAC, 0.999, 1.0)
-    if E is None or E.shape != (3, 3):
+    try:  # degenerate matches (e.g. all on a line in a smeared frame) make OpenCV's solver assert
+        E, emask = cv2.findEssentialMat(p1, p2, K, cv2.RANSAC, 0.999, 1.0)
+        if E is None or E.shape != (3, 3):
+            return failed
+        n, R, _, _ = cv2.recoverPose(E, p1, p2, K, mask=emask)
+    except cv2.error as exc:
+        log.debug("essential matrix failed: %s", exc)
         return failed
-    n, R, _, _ = cv2.recoverPose(E, p1, p2, K, mask=emask)
     if n < min_matches:
         return failed
     return RotationEstimate(np.asarray(R, np.float64), "essential", int(n))
