@@ -215,9 +215,11 @@ def test_clip_starts_cover_the_video():
     assert clip_starts(10, 33) == [0]  # a short video is one short clip
 
 
-def test_bundle_adjustment_separates_rotation_from_translation():
+@pytest.mark.parametrize("reverse", [False, True])
+def test_bundle_adjustment_separates_rotation_from_translation(reverse):
     """Head-like motion (yaw + sideways translation, the pair a short baseline confuses) over a 3-D scene:
-    started from rotation-only poses with 8 % outliers, the adjustment recovers every 16-frame rotation."""
+    started from rotation-only poses with 8 % outliers, the adjustment recovers every 16-frame rotation,
+    grown forward or backward in time (the result always with frame 0 as the world)."""
     from scipy.spatial.transform import Rotation
 
     from hand2world.annotate.bundle import BundleConfig, incremental_bundle
@@ -246,7 +248,7 @@ def test_bundle_adjustment_separates_rotation_from_translation():
     bad = rng.random(len(uv)) < 0.08
     uv[bad] += rng.normal(0, 15, (bad.sum(), 2))
     R0 = np.tile(np.eye(3), (F, 1, 1))  # rotation-only start: translation explained as nothing
-    out = incremental_bundle(R0, np.zeros((F, 3)), K, frames, point, uv, 0.6, BundleConfig())
+    out = incremental_bundle(R0, np.zeros((F, 3)), K, frames, point, uv, 0.6, BundleConfig(), reverse=reverse)
     est = np.tile(np.eye(4), (F, 1, 1))
     est[:, :3, :3], est[:, :3, 3] = out["R"], out["t"]
     est = np.linalg.inv(est)
@@ -255,3 +257,56 @@ def test_bundle_adjustment_separates_rotation_from_translation():
         rel_e = np.linalg.inv(est[a]) @ est[a + 15]
         assert rotation_angle_deg(rel_g[:3, :3].T @ rel_e[:3, :3]) < 0.2
     assert out["rms_px"] < 0.6 and (~out["inliers"][bad]).mean() > 0.8
+    np.testing.assert_allclose(out["R"][0], np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(out["t"][0], 0.0, atol=1e-9)
+    cam0 = out["X"] @ out["R"][0].T + out["t"][0]  # the points sit in front of the first camera
+    assert np.nanmedian(cam0[:, 2]) > 0
+
+
+def test_multi_start_keeps_the_consensus_of_equally_good_solutions():
+    """Four starts within a few percent of cost: the one that disagrees with the other three is not kept,
+    even at the lowest cost; a clearly cheaper solution still wins."""
+    from scipy.spatial.transform import Rotation
+
+    from hand2world.annotate.camera import _select
+
+    F = 33
+    s = np.linspace(0, 1, F)
+
+    def solution(yaw: float, cost: float, name: str) -> dict:
+        R = Rotation.from_rotvec(np.c_[np.zeros(F), yaw * s, np.zeros(F)]).as_matrix()
+        return {"R": R, "t": np.zeros((F, 3)), "cost": cost, "init": name}
+
+    outs = [solution(0.20, 100.0, "a"), solution(0.201, 103.0, "b"), solution(0.199, 104.0, "c"),
+            solution(0.30, 98.0, "odd")]
+    assert _select(outs, 0.06)["init"] in ("a", "b", "c")
+    assert _select(outs, 0.01)["init"] == "odd"  # alone within the margin: the lowest cost
+    outs[3]["cost"] = 50.0
+    assert _select(outs, 0.06)["init"] == "odd"
+
+
+def test_mask_landmarks_hold_lost_hands_and_grow():
+    from hand2world.annotate.tracks import HandTracks, mask_landmarks
+
+    tracks = HandTracks.empty(20)
+    tracks.valid[5:8, 1] = True
+    tracks.image[5:8, 1] = np.random.default_rng(0).uniform(0.4, 0.6, (3, 21, 2))
+    hands = mask_landmarks(tracks, hold=3, grow=0.5)
+    assert [len(h) for h in hands] == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1] + [0] * 9
+    spread = [np.ptp(hands[t][0], axis=0).max() for t in (7, 8, 10)]
+    assert spread[0] < spread[1] < spread[2]  # the held mask grows with the distance to the last detection
+    np.testing.assert_allclose(hands[6][0], tracks.image[6, 1])
+
+
+def test_visual_odometry_remask_drops_late_found_hands():
+    """A moving patch not masked online is removed after the fact: its observations go, the poses are redone."""
+    seq, c2w_gt, K = _rotation_sequence(20, (0.2, 0.4, 0.0))
+    vo = VisualOdometry(K, OdometryConfig())
+    for rgb, _ in seq:
+        vo.step(rgb, [])
+    before = sum(len(ids) for ids, _ in vo._obs)
+    removed = vo.remask([[lm] for _, lm in seq], dilate=0.25)
+    assert removed > 0 and sum(len(ids) for ids, _ in vo._obs) == before - removed
+    errs = camera_errors(vo.c2w(), c2w_gt)["rot_deg"]
+    assert max(errs) < 0.5, errs
+    assert vo.remask([[] for _ in seq], dilate=0.25) == 0

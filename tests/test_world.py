@@ -239,3 +239,29 @@ def test_shadows_darken_the_table_under_an_object():
     # (off the ball's axis, perspective) part of that disc shows beside the ball
     assert abs(shaded[4, 4] - lit[4, 4]) <= 1  # far from the ball: same light
     assert (shaded < lit - 30).any()  # the shadow darkens some table pixels next to the ball
+
+
+def test_forearms_change_pixels_not_ground_truth(tmp_path):
+    """``arms=True`` draws a forearm on each hand: the RGB changes, every hand label stays the hands' own
+    (the forearm only occludes), and a dataset whose world.json predates the setting still resumes."""
+    import json
+
+    plain = synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False)
+    arms = synthesize(tmp_path / "arms", 2, 5, 64, seed=3, workers=1, progress=False, arms=True)
+    assert plain["made"] == arms["made"] == 2
+    a, b = ClipDataset(tmp_path / "plain"), ClipDataset(tmp_path / "arms")
+    changed = 0
+    for i in range(2):
+        ca, cb = a[i], b[i]
+        for key in ("joints3d", "joints2d", "hand_params", "hand_mask", "control", "c2w"):
+            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+        assert not (cb["visible_mask"] & ~ca["visible_mask"]).any()  # a forearm can only hide hand pixels
+        changed += int((ca["video"] != cb["video"]).any(-1).sum())
+    assert changed > 50
+    cfg = tmp_path / "plain" / "world.json"
+    old = json.loads(cfg.read_text())
+    old.pop("arms")
+    cfg.write_text(json.dumps(old))
+    assert synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False)["skipped"] == 2
+    with pytest.raises(ValueError):
+        synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False, arms=True)

@@ -300,7 +300,8 @@ def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, R0: np.ndarray, t0: np.nd
 
 
 def incremental_bundle(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarray, point: np.ndarray,
-                       uv: np.ndarray, depth: float, config: BundleConfig = BundleConfig()) -> dict:
+                       uv: np.ndarray, depth: float, config: BundleConfig = BundleConfig(),
+                       reverse: bool = False) -> dict:
     """Bundle adjustment grown frame block by frame block (as incremental SfM), then one final solve.
 
     The initial poses (``R, t``: chained pairwise estimates) only seed the first ``init_frames`` frames
@@ -308,8 +309,18 @@ def incremental_bundle(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.n
     previous frame's pose), and the frames seen so far (the last ``window`` of them free) are re-adjusted
     before the next block. A chain of pairwise poses can start the adjustment in the wrong valley of
     the rotation/translation ambiguity; growing the solution keeps every start close to the answer.
-    Arguments and result as ``bundle_adjust``.
+    ``reverse`` grows it from the last frame backward instead (another start: which end's first block
+    has the better-conditioned geometry depends on the video); the result is re-expressed with frame 0
+    as the world, as always. Arguments and result as ``bundle_adjust``.
     """
+    if reverse:
+        last = len(R) - 1
+        out = incremental_bundle(R[::-1], t[::-1], K, last - frames, point, uv, depth, config)
+        G = np.eye(4)  # old world (the last frame's camera) -> new world (frame 0's camera)
+        G[:3, :3], G[:3, 3] = out["R"][-1], out["t"][-1]
+        R_new = out["R"][::-1] @ G[:3, :3].T
+        t_new = out["t"][::-1] - np.einsum("fij,j->fi", R_new, G[:3, 3])
+        return {**out, "R": R_new, "t": t_new, "X": out["X"] @ G[:3, :3].T + G[:3, 3]}
     c = config
     F = len(R)
     R, t = R.astype(np.float64).copy(), t.astype(np.float64).copy()

@@ -23,9 +23,16 @@ Design choices:
   time (an undetected hand, a hand's shadow, a moved object) are left out: their coherent motion pulls
   the adjustment into a wrong minimum. The ``max_points`` longest remaining tracks enter it.
 - Multi-start: the adjustment (grown block by block, ``bundle.incremental_bundle``) starts from the
-  rotation-only chain and from the chained poses; the solution with the lowest common robust cost is
-  kept. Guard: if it departs from the chained poses by more than ``fallback_deg`` over any 16 frames
-  (far more than the chain's own error), the chained poses are kept (``summary()["bundle"]["used"]``).
+  rotation-only chain and from the chained poses, each grown forward and backward in time (which end's
+  first block is better conditioned depends on the video). Among the solutions within ``select_margin``
+  of the lowest common robust cost, the consensus is kept (``_select``): on striped or textureless
+  tables a wrong valley can cost a few percent less than the right one. Guard: if the kept solution
+  departs from the chained poses by more than ``fallback_deg`` over any 16 frames (far more than the
+  chain's own error, up to ~5 deg on synthetic ground truth), the chained poses are kept
+  (``summary()["bundle"]["used"]``).
+- After cleaning, the pipeline re-masks the hands from the cleaned tracks (gaps filled, a lost hand
+  held a few frames, twice the dilation) and the keyframe poses and track votes are redone without
+  the observations that fall there (``VisualOdometry.remask``).
 - Metric scale (best effort): a monocular trajectory has no scale. The reconstruction's median scene
   depth is set to ``scene_depth`` metres; the pipeline passes the median depth of the fitted hands
   (metric through the hand-size prior), i.e. it assumes the hands work at about the depth of the scene
@@ -69,12 +76,15 @@ class OdometryConfig:
     keyframe_keep: float = 0.5  # ... or once fewer than this fraction of its points are still tracked
     fb_px: float = 1.0  # forward-backward tracking check (pixels)
     replenish: float = 0.8  # new corners are detected whenever fewer than this fraction of max_corners live
-    ba_inits: tuple[str, ...] = ("rotation", "chained")  # bundle adjustment seeds: the rotation-only chain and/or
-    # the chained poses; the solution with the lowest robust cost is kept
+    ba_inits: tuple[str, ...] = ("rotation", "chained", "rotation-reversed", "chained-reversed")  # bundle adjustment
+    # starts: the rotation-only chain and the chained poses, each grown forward and (``-reversed``) backward in time
+    select_margin: float = 0.06  # starts within this relative cost of the best one: the consensus is kept (_select)
     max_points: int = 400  # the longest tracks that enter the bundle adjustment
-    fallback_deg: float = 3.0  # keep the chained poses when the adjusted ones differ by more over 16 frames
+    fallback_deg: float = 10.0  # keep the chained poses when the adjusted ones differ by more over 16 frames
     outlier_tracks: float = 0.2  # tracks outside the epipolar consensus more often than this are left out
     bundle: bool = True  # refine the chained poses by bundle adjustment over all tracks
+    remask_dilate: float = 0.5  # after cleaning: mask dilation of the cleaned hand tracks (hand sizes) ...
+    remask_hold: int = 8  # ... a lost hand's last/next landmarks stay masked this many frames, growing
     ba: BundleConfig = field(default_factory=BundleConfig)
 
 
@@ -123,6 +133,31 @@ def _max_window_gap(c2w_a: np.ndarray, c2w_b: np.ndarray, window: int) -> float:
     rel_a = np.einsum("nji,njk->nik", Ra[:-w], Ra[w:])
     rel_b = np.einsum("nji,njk->nik", Rb[:-w], Rb[w:])
     return float(rotation_angle_deg(np.einsum("nji,njk->nik", rel_a, rel_b)).max())
+
+
+def _c2w(out: dict) -> np.ndarray:
+    """``[F, 4, 4]`` camera-to-world of a bundle solution (``R``, ``t``: world-to-camera)."""
+    w2c = np.tile(np.eye(4), (len(out["R"]), 1, 1))
+    w2c[:, :3, :3], w2c[:, :3, 3] = out["R"], out["t"]
+    return np.linalg.inv(w2c)
+
+
+def _select(outs: list[dict], margin: float) -> dict:
+    """The kept solution of a multi-start adjustment.
+
+    Solutions whose common robust cost is within ``margin`` (relative) of the lowest explain the tracks
+    about equally well; their costs do not say which is right (on textureless or striped tables a wrong
+    valley of the rotation/translation ambiguity can cost a few percent less). With three or more of
+    them the consensus is kept: the one whose trajectory is closest to the others (smallest summed
+    largest 16-frame rotation gap). Otherwise the lowest cost.
+    """
+    low = min(o["cost"] for o in outs)
+    near = [o for o in outs if o["cost"] <= (1.0 + margin) * low]
+    if len(near) < 3:
+        return min(outs, key=lambda o: o["cost"])
+    c2w = [_c2w(o) for o in near]
+    spread = [sum(_max_window_gap(a, b, 16) for b in c2w) for a in c2w]
+    return near[int(np.argmin(spread))]
 
 
 def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -220,12 +255,10 @@ class VisualOdometry:
             self._ids, self._cur_pts = self._ids[ok], p1[ok]
         self.tracked.append(len(self._cur_pts))
         key = self._key
-        common, ik, ic = np.intersect1d(self._key_ids, self._ids, assume_unique=True, return_indices=True)
-        self._last_rot = np.eye(3)
-        R, tv, depth, kind = self._estimate(self._key_pts[ik].astype(np.float64), self._cur_pts[ic].astype(np.float64))
-        self.rel.append((key, R, tv, depth, kind))
-        self._rot_only.append(self._last_rot)
-        self._epipolar_check(common, self._key_pts[ik].astype(np.float64), self._cur_pts[ic].astype(np.float64))
+        rel, rot, common, ik, ic = self._against_key(key, self._key_ids, self._key_pts, self._ids, self._cur_pts)
+        kind = rel[4]
+        self.rel.append(rel)
+        self._rot_only.append(rot)
         self._prev = gray
         flow = np.median(np.linalg.norm(self._cur_pts[ic] - self._key_pts[ik], axis=1)) if len(common) else 0.0
         self._replenish(gray, allowed)
@@ -233,6 +266,52 @@ class VisualOdometry:
         if (kind == "none" or len(common) < c.keyframe_keep * max(len(self._key_ids), 1) or flow > c.keyframe_flow_px
                 or t - key >= c.keyframe_every):
             self._new_keyframe(t)
+
+    def _against_key(self, key: int, key_ids: np.ndarray, key_pts: np.ndarray, ids: np.ndarray,
+                     pts: np.ndarray) -> tuple:
+        """Pose of a frame (tracks ``ids`` at ``pts``) against keyframe ``key`` (its tracks and positions).
+
+        Returns ``(rel entry, rotation-only model, common ids, their index in the keyframe, in the frame)``
+        and counts the epipolar votes of the common tracks.
+        """
+        common, ik, ic = np.intersect1d(key_ids, ids, assume_unique=True, return_indices=True)
+        p1, p2 = key_pts[ik].astype(np.float64), pts[ic].astype(np.float64)
+        self._last_rot = np.eye(3)
+        R, tv, depth, kind = self._estimate(p1, p2)
+        self._epipolar_check(common, p1, p2)
+        return (key, R, tv, depth, kind), self._last_rot, common, ik, ic
+
+    def remask(self, hands_px: list[list[np.ndarray]], dilate: float) -> int:
+        """Drop the observations on hands given after the fact, then redo the keyframe poses and track votes.
+
+        The online masks come from each frame's own detections; the pipeline calls this with the
+        cleaned tracks (short gaps filled, lost hands held a few frames), so hands missed in single
+        frames stop feeding the solver. ``hands_px``: per frame the hands' ``[21, 2]`` pixel landmarks
+        (input resolution); ``dilate``: mask dilation (fraction of the hand's box diagonal).
+        Returns the number of observations removed (nothing is redone when none is).
+        """
+        if self._prev is None:
+            return 0
+        h, w = self._prev.shape
+        removed = 0
+        for t, hands in enumerate(hands_px[:len(self._obs)]):
+            ids, pts = self._obs[t]
+            if not hands or not len(ids):
+                continue
+            mask = hand_mask_from_landmarks([p * self._scale for p in hands], h, w, dilate)
+            xy = np.clip(pts.astype(int), 0, [w - 1, h - 1])
+            keep = mask[xy[:, 1], xy[:, 0]] == 0
+            removed += int((~keep).sum())
+            self._obs[t] = (ids[keep], pts[keep])
+        if removed:
+            self._tested[:] = 0
+            self._rejected[:] = 0
+            for t in range(1, len(self.rel)):
+                key = self.rel[t][0]
+                self.rel[t], self._rot_only[t], *_ = self._against_key(key, *self._obs[key], *self._obs[t])
+            self._solved = None
+        log.debug("odometry: %d observations on hands removed after cleaning", removed)
+        return removed
 
     def _epipolar_check(self, ids: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> None:
         """Count, per track, how often it falls outside the keyframe pair's RANSAC epipolar consensus.
@@ -350,18 +429,19 @@ class VisualOdometry:
         _, point = np.unique(ids, return_inverse=True)
         K = self.K.copy()
         K[:2] *= self._scale
-        best = None
-        for init in self.config.ba_inits:  # multi-start: keep the solution with the lowest robust cost
-            c2w0 = self.rotation_c2w() if init == "rotation" else self.chained_c2w(depth).astype(np.float64)
+        outs = []
+        for init in self.config.ba_inits:  # multi-start
+            seed, _, direction = init.partition("-")
+            c2w0 = self.rotation_c2w() if seed == "rotation" else self.chained_c2w(depth).astype(np.float64)
             w2c0 = np.linalg.inv(c2w0)
-            out = incremental_bundle(w2c0[:, :3, :3], w2c0[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
+            out = incremental_bundle(w2c0[:, :3, :3], w2c0[:, :3, 3], K, frames, point, uv, depth, self.config.ba,
+                                     reverse=direction == "reversed")
             out["cost"] = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
+            out["init"] = init
             log.debug("odometry: bundle from %s poses: cost %.1f, rms %.2f px", init, out["cost"], out["rms_px"])
-            if best is None or out["cost"] < best["cost"]:
-                best = out
-        out = best
-        w2c = np.tile(np.eye(4), (len(self.rel), 1, 1))
-        w2c[:, :3, :3], w2c[:, :3, 3] = out["R"], out["t"]
+            outs.append(out)
+        out = _select(outs, self.config.select_margin)
+        w2c = np.linalg.inv(_c2w(out))
         # guard: a solve that lands in a wrong minimum departs from the chained poses by far more than their
         # own error (a few degrees per 16 frames); then the chained poses are kept
         chained = self.chained_c2w(depth).astype(np.float64)
@@ -373,7 +453,7 @@ class VisualOdometry:
             w2c = np.linalg.inv(chained)
         self.solve_ms = (time.perf_counter() - t0) * 1000
         self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
-                        "used": used, "gap_deg": gap,
+                        "used": used, "gap_deg": gap, "init": out["init"],
                         "observations": int(out["inliers"].sum())}
         return self._solved
 
@@ -394,6 +474,7 @@ class VisualOdometry:
                "keyframes": len({r[0] for r in self.rel}),
                "median_tracked_points": float(np.median(self.tracked)) if self.tracked else 0.0}
         if self._solved is not None:
-            out["bundle"] = {k: self._solved[k] for k in ("rms_px", "points", "observations", "used", "gap_deg")}
+            out["bundle"] = {k: self._solved[k] for k in ("rms_px", "points", "observations", "used", "gap_deg",
+                                                           "init")}
             out["bundle"]["solve_ms"] = self.solve_ms
         return out

@@ -57,7 +57,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from hand2world.annotate.validate import validate_synthetic
 
     result = validate_synthetic(args.out, clips=args.clips, frames=args.frames, size=args.size, seed=args.seed,
-                                noise_px=args.noise_px, noise_m=args.noise_m)
+                                noise_px=args.noise_px, noise_m=args.noise_m, arms=args.arms)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--noise-px", type=float, default=1.0, help="fallback: 2-D landmark noise (pixels)")
     p.add_argument("--noise-m", type=float, default=0.003, help="fallback: 3-D landmark noise (metres)")
+    p.add_argument("--arms", action="store_true", help="the synthetic world draws forearms on its hands")
     p.set_defaults(func=_cmd_validate)
 
     def configure(q: argparse.ArgumentParser) -> None:

@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from hand2world.annotate.camera import OdometryConfig, VisualOdometry
-from hand2world.annotate.tracks import HandTracks, TrackConfig, build_tracks, clean_tracks
+from hand2world.annotate.tracks import HandTracks, TrackConfig, build_tracks, clean_tracks, mask_landmarks
 from hand2world.conditioning import ControlConfig, ControlPipeline
 from hand2world.data import ClipWriter, actions_from
 from hand2world.geometry import intrinsics_from_fov, project
@@ -206,6 +206,12 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
     elif config.hand_size != "mediapipe":
         raise ValueError(f"hand_size must be 'mediapipe' or 'model', got {config.hand_size!r}")
     clean, clean_stats = clean_tracks(raw, track_cfg)
+    t0 = time.perf_counter()
+    odo = config.odometry
+    size_px = np.array([W, H], np.float32)
+    remasked = vo.remask([[p * size_px for p in hands] for hands in mask_landmarks(clean, odo.remask_hold)],
+                         odo.remask_dilate)
+    timings["remask"] = [_ms(t0)]
 
     K_clip = K_in.copy()
     K_clip[0] *= cw / W
@@ -217,7 +223,7 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
     depths = joints3d[..., 0, 2][np.isfinite(joints3d[..., 0, 2])]
     scene_depth = float(np.median(depths)) if depths.size else config.default_scene_depth
     c2w = vo.c2w(scene_depth)
-    stats = {"frames": T, "kind": kind, "clean": clean_stats, "odometry": vo.summary(),
+    stats = {"frames": T, "kind": kind, "clean": clean_stats, "odometry": {**vo.summary(), "remasked": remasked},
              "scale": {"scene_depth_m": scene_depth, "source": "hand prior" if depths.size else "default"}}
     return Annotation(frames=np.stack(small), control=fitted["control"], K=K_clip.astype(np.float32),
                       K_input=K_in.astype(np.float32), c2w=c2w, joints3d=joints3d, hand_params=fitted["hand_params"],

@@ -42,7 +42,8 @@ from hand2world.render import HAND_BONES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HandTracks", "TrackConfig", "build_tracks", "clean_tracks", "hand_size", "smooth_segments"]
+__all__ = ["HandTracks", "TrackConfig", "build_tracks", "clean_tracks", "hand_size", "mask_landmarks",
+           "smooth_segments"]
 
 
 @dataclass(frozen=True)
@@ -253,3 +254,28 @@ def clean_tracks(tracks: HandTracks, config: TrackConfig = TrackConfig()) -> tup
         out.world[~out.valid[:, s], s] = 0.0
     log.debug("tracks cleaned over %d frames: %s", T, stats)
     return out, stats
+
+
+def mask_landmarks(tracks: HandTracks, hold: int, grow: float = 0.15) -> list[list[np.ndarray]]:
+    """Per frame, the image landmarks ``[21, 2]`` (normalised) of every hand to keep out of the camera solve.
+
+    Each side's valid frames, plus up to ``hold`` frames before and after each valid run: there the
+    nearest valid frame's landmarks, spread about their centre by ``grow`` per frame of distance (the
+    hand moved on while undetected). Detection of synthetic and fast-moving hands is patchy, and a
+    hand that is not masked is a large coherent mover for the trajectory solver.
+    """
+    T = len(tracks)
+    out: list[list[np.ndarray]] = [[] for _ in range(T)]
+    for s in range(2):
+        idx = np.flatnonzero(tracks.valid[:, s])
+        if idx.size == 0:
+            continue
+        for t in range(T):
+            n = int(idx[np.argmin(np.abs(idx - t))])
+            gap = abs(n - t)
+            if gap > hold:
+                continue
+            pts = tracks.image[n, s]
+            centre = pts.mean(0, keepdims=True)
+            out[t].append(centre + (pts - centre) * (1.0 + grow * gap))
+    return out

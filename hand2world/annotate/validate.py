@@ -167,16 +167,19 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
 
 
 def validate_synthetic(out: str | Path, clips: int = 8, frames: int = 33, size: int = 384, seed: int = 4242,
-                       head_moving_only: bool = False, **kwargs) -> dict:
-    """Synthesize (or reuse) ``clips`` world clips in ``out/clips``, validate on them, write ``out/validation.json``."""
+                       head_moving_only: bool = False, arms: bool = False, **kwargs) -> dict:
+    """Synthesize (or reuse) ``clips`` world clips in ``out/clips``, validate on them, write ``out/validation.json``.
+
+    ``arms``: the world draws forearms (harder for the camera, easier for MediaPipe; see docs/annotation.md).
+    """
     from hand2world.data import ClipDataset
     from hand2world.world import synthesize
 
     out = Path(out)
-    synthesize(out / "clips", clips, frames=frames, size=size, seed=seed, split="test", progress=True)
+    synthesize(out / "clips", clips, frames=frames, size=size, seed=seed, split="test", progress=True, arms=arms)
     ds = ClipDataset(out / "clips")
     idx = [i for i in range(len(ds)) if not head_moving_only or ds.meta(i).get("head_moving")]
     result = validate_clips(ds, idx, **kwargs)
-    result["settings"] = {"clips": clips, "frames": frames, "size": size, "seed": seed}
+    result["settings"] = {"clips": clips, "frames": frames, "size": size, "seed": seed, "arms": arms}
     (out / "validation.json").write_text(json.dumps(result, indent=2))
     return result

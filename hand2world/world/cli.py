@@ -22,7 +22,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from hand2world.world.synth import synthesize
 
     result = synthesize(args.out, args.clips, args.frames, args.size, args.seed, args.workers, fps=args.fps,
-                        split=args.split, shard_size=args.shard_size)
+                        split=args.split, shard_size=args.shard_size, arms=args.arms)
     print(json.dumps({k: result[k] for k in ("made", "skipped", "seconds")} | {
         "num_clips": result["index"]["num_clips"], "out": str(args.out)}, indent=2))
     return 0
@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     s.add_argument("--fps", type=float, default=16.0)
     s.add_argument("--split", default="train", help="split label written to every clip")
     s.add_argument("--shard-size", type=int, default=50, help="clips per shard file")
+    s.add_argument("--arms", action="store_true", help="draw a forearm on each hand (off: datasets as before)")
     s.set_defaults(func=_cmd_synth)
     v = world.add_parser("preview", help="contact sheet: RGB | control | masks | depth for a few clips")
     v.add_argument("root", help="dataset folder")

@@ -18,7 +18,7 @@ import numpy as np
 
 from hand2world.render.synthetic import uv_sphere
 
-__all__ = ["MESH_KINDS", "Mesh", "make_mesh", "vertex_normals"]
+__all__ = ["MESH_KINDS", "Mesh", "forearm_mesh", "make_mesh", "vertex_normals"]
 
 Mesh = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -143,6 +143,28 @@ def _bowl(radius: float, height: float, wall: float = 0.006, rings: int = 6, seg
     v, n, f = _merge(parts)
     v[:, 2] -= v[:, 2].min()
     return v, n, f
+
+
+def forearm_mesh(half_width: float, half_thickness: float, length: float, taper: float = 1.3,
+                 segments: int = 20, rings: int = 6) -> Mesh:
+    """An open tube of elliptical cross-section along ``+z`` from ``z = 0`` to ``length``: a forearm.
+
+    The section's semi-axes are ``half_width`` (x) and ``half_thickness`` (y) at ``z = 0``, growing
+    linearly to ``taper`` times that at the far end. The ends are open: the near end sits inside the
+    hand's wrist, the far end beyond the camera's view.
+    """
+    phi = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
+    parts = []
+    ring_v, ring_n = [], []
+    for z in np.linspace(0.0, length, rings + 1):
+        k = 1.0 + (taper - 1.0) * z / length
+        a, b = half_width * k, half_thickness * k
+        ring_v.append(np.stack([a * np.cos(phi), b * np.sin(phi), np.full(segments, z)], axis=1))
+        n = np.stack([np.cos(phi) / a, np.sin(phi) / b, np.zeros(segments)], axis=1)
+        ring_n.append(n / np.linalg.norm(n, axis=1, keepdims=True))
+    for k in range(rings):
+        parts.append(_strip(ring_v[k], ring_v[k + 1], ring_n[k], ring_n[k + 1]))
+    return _merge(parts)
 
 
 def make_mesh(kind: str, size: np.ndarray) -> Mesh:

@@ -43,7 +43,7 @@ from hand2world.render import render_control
 from hand2world.world.actions import FREE_SPACE_ACTIONS, sample_script
 from hand2world.world.dynamics import simulate
 from hand2world.world.gl import Material, WorldRenderer
-from hand2world.world.meshes import vertex_normals
+from hand2world.world.meshes import Mesh, forearm_mesh, vertex_normals
 from hand2world.world.rig import HandRig, PosedHand
 from hand2world.world.scene import head_trajectory, sample_scene
 
@@ -54,6 +54,7 @@ __all__ = ["DEFAULT_FPS", "WorldSettings", "make_clip", "synthesize"]
 DEFAULT_FPS = 16.0
 CONFIG = "world.json"
 _TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
+_WRIST_BAND = 0.015  # m: vertices this close to the hand mesh's proximal end form its wrist section
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class WorldSettings:
     fps: float = DEFAULT_FPS
     split: str = "train"
     shard_size: int = 50
+    arms: bool = False  # draw a forearm on each hand (``_forearm``); off keeps datasets made before it unchanged
 
 
 class _Engine:
@@ -96,6 +98,40 @@ def _lift_above_table(hand: PosedHand) -> PosedHand:
     hand.joints[..., 2] += lift[:, None]
     hand.wrist = hand.wrist + lift[:, None] * [0.0, 0.0, 1.0]
     return hand
+
+
+def _forearm(hand: PosedHand, model_frame: np.ndarray, eye: np.ndarray) -> tuple[Mesh, np.ndarray]:
+    """A forearm for ``hand``: its mesh (``forearm_mesh``) and per-frame object-to-world poses ``[T, 4, 4]``.
+
+    The tube starts inside the wrist end of the hand mesh (the centroid of the vertices within
+    ``_WRIST_BAND`` of the proximal end, 1 cm toward the fingers), with that end's width and
+    thickness (measured in the first frame), and runs to an elbow behind, below and beside the eye
+    (out of view; the tube stands for forearm and upper arm), bent toward the hand's own backward
+    direction when that points the same way, so the wrist does not kink.
+    Derived from the posed hand alone (no random draws), so scenes and scripts stay as they were.
+    """
+    f = hand.rotation @ model_frame[:, 0]  # [T, 3] finger direction, palm normal, lateral (world)
+    n = hand.rotation @ model_frame[:, 1]
+    lat = np.cross(f, n)
+    rel = hand.vertices - hand.joints[:, :1]  # [T, V, 3]
+    along = np.einsum("tvi,ti->tv", rel, f)
+    band = along <= along.min(axis=1, keepdims=True) + _WRIST_BAND  # [T, V]
+    start = (np.einsum("tv,tvi->ti", band, hand.vertices) / band.sum(1, keepdims=True)) + 0.01 * f
+    end0 = hand.vertices[0][band[0]] - start[0]
+    half_width = 0.9 * float(np.abs(end0 @ lat[0]).max())
+    half_thickness = 0.9 * float(np.abs(end0 @ n[0]).max())
+    sign = -1.0 if hand.side == "left" else 1.0
+    elbow = np.array([eye[0] + sign * 0.17, eye[1] - 0.2, eye[2] - 0.3])  # behind and below the eye: out of view
+    to_elbow = elbow - start
+    length = float(np.linalg.norm(to_elbow, axis=1).max()) + 0.05
+    d = to_elbow / np.linalg.norm(to_elbow, axis=1, keepdims=True)
+    d = d - 0.5 * np.maximum(-(d * f).sum(1, keepdims=True), 0.0) * f  # bend toward the hand's backward direction
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    y = n - (n * d).sum(1, keepdims=True) * d
+    y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-9)
+    poses = np.tile(np.eye(4), (len(d), 1, 1))
+    poses[:, :3, 0], poses[:, :3, 1], poses[:, :3, 2], poses[:, :3, 3] = np.cross(y, d), y, d, start
+    return forearm_mesh(max(half_width, 0.015), max(half_thickness, 0.01), min(length, 1.5)), poses
 
 
 def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | None = None) -> dict:
@@ -144,11 +180,15 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
         r.set_pose(r.add_mesh(*mesh, material, casts_shadow=False), pose)
     handles = [r.add_mesh(*o.mesh(), o.material) for o in scene.objects]
     normals = []
+    arms = []  # (handle, poses [T, 4, 4]): forearms are scene meshes (occluders, shadow casters), not hand pixels
     for hand, track in zip(hands, script.tracks, strict=True):
         faces = engine.rig.faces[hand.side]
         skin = Material(tuple(track.skin), tuple(track.skin * 0.88), pattern=4, scale=160.0, shine=10.0)
         r.add_hand(SIDES.index(hand.side) + 1, hand.vertices.shape[1], faces, skin)
         normals.append(vertex_normals(hand.vertices, faces))
+        if settings.arms:
+            arm_mesh, arm_poses = _forearm(hand, engine.rig.model_frames[hand.side], scene.eye)
+            arms.append((r.add_mesh(*arm_mesh, skin), arm_poses))
     video = np.empty((T, S, S, 3), np.uint8)
     control = np.empty((T, S, S, 3), np.uint8)
     depth = np.empty((T, S, S), np.float32)
@@ -160,6 +200,8 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
         for t in range(T):
             for i, handle in enumerate(handles):
                 r.set_pose(handle, object_poses[i, t])
+            for handle, arm_poses in arms:
+                r.set_pose(handle, arm_poses[t])
             for hand, nrm in zip(hands, normals, strict=True):
                 r.update_hand(SIDES.index(hand.side) + 1, hand.vertices[t], nrm[t])
             rgb, z, vis, full = r.render(w2c[t])
@@ -254,7 +296,7 @@ def _complete(path: Path, expected: int) -> bool:
 
 def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: int = 128, seed: int = 0,
                workers: int = 1, *, fps: float = DEFAULT_FPS, split: str = "train", shard_size: int = 50,
-               progress: bool = True) -> dict:
+               progress: bool = True, arms: bool = False) -> dict:
     """Write ``clips`` synthetic clips to ``out_dir`` (resumable; same seed, same bytes).
 
     Args:
@@ -264,6 +306,7 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
         workers: processes (each renders with one CPU thread).
         fps, split, shard_size: frame rate, split label written to every clip, clips per shard.
         progress: show a tqdm bar.
+        arms: draw forearms (hand masks, joints and the control render stay the hands' alone).
 
     Returns:
         ``{"index": <index.json>, "made": clips made now, "skipped": clips already there,
@@ -271,10 +314,11 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = WorldSettings(frames, size, seed, fps, split, shard_size)
+    settings = WorldSettings(frames, size, seed, fps, split, shard_size, arms)
     cfg_path = out / CONFIG
     if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
+        # a setting added later is at its default in a dataset that does not record it
+        old = {"arms": WorldSettings.arms, **json.loads(cfg_path.read_text())}
         if old != asdict(settings):
             raise ValueError(f"{out} holds clips made with {old}; asked for {asdict(settings)} (use another folder)")
     else:
