@@ -13,6 +13,7 @@ Design choices:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -54,14 +55,22 @@ def run_lineage(release: Path) -> list[dict[str, Any]]:
     chain, seen, todo = [], set(), [release]
     while todo:
         folder = todo.pop(0)
-        run_dir = folder.parent if folder.name == "final" else folder
+        state = folder / "train_state.json"  # a step checkpoint (e.g. the init of a warm-started run)
+        run_dir = folder.parent if folder.name == "final" else folder.parent.parent if state.is_file() else folder
         if run_dir in seen:
             continue
         seen.add(run_dir)
         run_json = folder / "run.json"
-        cfg = json.loads(run_json.read_text()) if run_json.is_file() else {}
-        chain.append({**_run_summary(run_dir), "stage": cfg.get("stage", "teacher" if "p_drop_hands" in cfg
-                                                                   else "autoencoder")})
+        if run_json.is_file():
+            cfg = json.loads(run_json.read_text())
+        elif state.is_file():
+            cfg = json.loads(state.read_text()).get("run_config", {})
+        else:
+            cfg = {}
+        summary = _run_summary(run_dir)
+        if state.is_file():
+            summary.update(run=f"{run_dir.name}/{folder.name}", steps=json.loads(state.read_text()).get("step"))
+        chain.append({**summary, "stage": cfg.get("stage", "teacher" if "p_drop_hands" in cfg else "autoencoder")})
         links = dict(cfg)
         if cfg.get("stage") == "dmd" and not cfg.get("init") and "{stage}" in str(cfg.get("out_dir", "")):
             links["init"] = cfg["out_dir"].format(stage="ode")  # the DMD stage starts from the ODE run
@@ -75,8 +84,13 @@ def run_lineage(release: Path) -> list[dict[str, Any]]:
     return chain
 
 
-def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, allow_no_card: bool = False) -> dict:
-    """Copy a student release to ``out`` with checksums and lineage; returns a summary."""
+def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, allow_no_card: bool = False,
+                   cache_window: int | None = None) -> dict:
+    """Copy a student release to ``out`` with checksums and lineage; returns a summary.
+
+    ``cache_window`` sets the streaming KV window (latent frames besides the sink) of the exported
+    ``config.json``: a streaming setting, not a weight (how much generated history each new frame
+    attends to), chosen on validation rollouts; recorded in ``training.json``."""
     from hand2world.paths import checkpoint_path
     from hand2world.stream.weights import load_video_model, write_checksums
 
@@ -91,7 +105,16 @@ def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, a
     out.mkdir(parents=True, exist_ok=True)
     for f in _FILES:
         shutil.copy2(src / f, out / f)
-    (out / "training.json").write_text(json.dumps({"source": str(src), "lineage": run_lineage(src)}, indent=1) + "\n")
+    info: dict[str, Any] = {"source": str(src), "lineage": run_lineage(src)}
+    if cache_window is not None:
+        from hand2world.models.config import load_config, save_config
+
+        cfg = load_config(out / "config.json")
+        if cache_window < 0:
+            raise ValueError(f"cache_window must be >= 0, got {cache_window}")
+        info["cache_window"] = {"trained": cfg.cache_window, "exported": cache_window}
+        save_config(dataclasses.replace(cfg, cache_window=cache_window), out / "config.json")
+    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     write_checksums(out)
     size_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
     if size_mb > max_mb:
@@ -102,7 +125,8 @@ def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, a
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    print(json.dumps(export_release(args.release, args.out, args.max_mb, args.allow_no_card), indent=2))
+    print(json.dumps(export_release(args.release, args.out, args.max_mb, args.allow_no_card, args.cache_window),
+                     indent=2))
     return 0
 
 
@@ -112,4 +136,6 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--out", default="weights/default", help="destination folder (default weights/default)")
     p.add_argument("--max-mb", type=float, default=50.0)
     p.add_argument("--allow-no-card", action="store_true")
+    p.add_argument("--cache-window", type=int, default=None,
+                   help="streaming KV window (latent frames besides the sink) of the exported model")
     p.set_defaults(func=_cmd_export)

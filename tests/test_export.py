@@ -46,3 +46,23 @@ def test_export_refuses_oversize_and_non_student(tmp_path):
     (src / "stream.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a student release"):
         export_release(src, tmp_path / "w2", allow_no_card=True)
+
+
+def test_export_sets_the_streaming_window(tmp_path):
+    """``cache_window`` changes only the exported config's KV window (recorded in training.json); the
+    generator then evicts to it."""
+    from hand2world.stream import StreamingGenerator
+
+    src = _release(tmp_path)
+    out = tmp_path / "w"
+    export_release(src, out, allow_no_card=True, cache_window=2)
+    model, _, _, _ = load_video_model(out)
+    assert model.config.cache_window == 2 and DIT_PRESETS["tiny"].cache_window == 8
+    assert json.loads((out / "training.json").read_text())["cache_window"] == {"trained": 8, "exported": 2}
+    gen = StreamingGenerator.from_pretrained(out)
+    import numpy as np
+
+    gen.start(np.zeros((128, 128, 3), np.uint8))
+    for _ in range(5):
+        gen.step(np.zeros((1, 128, 128, 3), np.uint8), np.eye(4)[None])
+    assert gen.cache.frames <= 1 + 2 + 1  # sink + window + the block just committed
