@@ -192,7 +192,7 @@ def test_preview_source_composites_the_control_render():
 def test_preview_frames_are_labelled():
     src = PreviewSource(120, 160).start(np.full((50, 50, 3), 128, np.uint8))
     out = src.step(np.zeros((1, 120, 160, 3), np.uint8), np.eye(4)[None])[0]
-    white = (out >= 250).all(axis=2)
+    white = (out >= 200).all(axis=2)  # (anti-aliased glyphs: OpenCV 5 leaves fewer pixels at full white)
     assert white[:30].sum() > 40 and white[40:].sum() == 0  # white "PREVIEW" text at the top only
 
 
