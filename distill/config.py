@@ -103,6 +103,8 @@ class DmdConfig:
             fresh noise and timesteps).
         guidance_hands, guidance_camera: guidance of the real score (the teacher).
         t_min, t_max: range of the uniform noise level at which both scores are evaluated.
+        hand_loss_weight: extra weight of the DMD update on latent cells the hands cover (as the
+            teacher's ``hand_loss_weight``; 0 = uniform).
         optim: the student's optimiser.
     """
 
@@ -112,6 +114,7 @@ class DmdConfig:
     guidance_camera: float = 1.0
     t_min: float = 0.02
     t_max: float = 0.98
+    hand_loss_weight: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, batch_size=2, lr=2e-5, warmup=20,
                                                                    ema_decay=0.99, ckpt_every=100))
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hand2world.diffusion import flow_loss, guided_velocity, sample_timesteps
+from hand2world.diffusion import flow_loss, guided_velocity, sample_timesteps, weighted_mse
 from hand2world.diffusion.flow import add_noise
 from hand2world.distill.common import setup_student
 from hand2world.distill.config import DistillRunConfig
@@ -120,7 +120,8 @@ class DmdTask:
     def loss(self, model: Any, step: int, micro: int, rank: int, world: int) -> Tensor:
         self._require_setup()
         d = self.cfg.dmd
-        x0, cond, g = self.windows.batch(self.cfg.optim, step, micro, rank, world)
+        wb = self.windows.sample(self.cfg.optim, step, micro, rank, world)
+        x0, cond, g = wb.x0, wb.cond, wb.generator
         gen = self.generate(model, x0, cond, g, step)  # [B, C, T-1, h, w], with gradient
         full = torch.cat([x0[:, :, :1], gen.detach()], 2)
         b = x0.shape[0]
@@ -133,7 +134,8 @@ class DmdTask:
             grad = (fake - real)[:, :, 1:]
             norm = (gen.detach() - real[:, :, 1:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
             grad = torch.nan_to_num(grad / norm)
-        loss = 0.5 * (gen.float() - (gen.detach() - grad).float()).pow(2).mean()
+        w = d.hand_loss_weight
+        loss = 0.5 * weighted_mse(gen, gen.detach() - grad, 1.0 + w * wb.hands[:, 1:] if w else None)
         critic_loss = self.train_critic(full, cond, g)
         self._metrics = {"critic_loss": critic_loss, "dmd_grad": float(grad.abs().mean())}
         return loss

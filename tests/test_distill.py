@@ -46,7 +46,7 @@ def _cfg(teacher: Path, out: Path, stage: str = "ode", **sets) -> DistillRunConf
                    "hand_loss_weight": 4.0,
                    "optim": {"steps": 80, "batch_size": 4, "lr": 2e-3, "warmup": 1, "ema_decay": 0.9,
                              "ckpt_every": 1000, "log_every": 1000}},
-           "dmd": {"critic_lr": 1e-3, "critic_steps": 2, "guidance_hands": 1.5,
+           "dmd": {"critic_lr": 1e-3, "critic_steps": 2, "guidance_hands": 1.5, "hand_loss_weight": 4.0,
                    "optim": {"steps": 4, "batch_size": 2, "lr": 1e-3, "warmup": 1, "ema_decay": 0.9,
                              "ckpt_every": 1000, "log_every": 1000}}}
     from hand2world.train.config import override
