@@ -15,10 +15,9 @@ __all__ = ["register"]
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
     from hand2world.distill import DistillRunConfig, run_distill
     from hand2world.train import load_run_config
+    from hand2world.train.trainer import print_summary
 
     cfg = load_run_config(args.config, DistillRunConfig, args.set)
     out = run_distill(cfg, max_steps=args.max_steps)
@@ -27,10 +26,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                "steps_per_s": round(out["steps_per_s"], 3), "first_loss": losses[0][1] if losses else None,
                "last_loss": losses[-1][1] if losses else None, "run_dir": str(out["run_dir"]),
                "final": str(out["final"]) if out["final"] else None}
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(json.dumps(summary, indent=2))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    print_summary(summary)
     return 0
 
 

@@ -582,10 +582,10 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
                      f"Long rollout: PSNR per frame (mean of {len(long_clips)} clips)", "frame",
                      segments=min(lengths))
         c0 = long_clips[0]
+        baselines = {m.name for m in long_models if m.kind == "baseline"}
         write_grid(out / "long_grid.mp4", [{"ground truth": c0["video"][:total], "control": c0["control"][:total],
                                             **{k: v for k, v in long_videos.items()
-                                               if not k.startswith(("repeat scene", "warped scene"))}}],
-                   fps=16.0)
+                                               if k not in baselines}}], fps=16.0)
         outputs.update({"long_plot": "long_rollout.png", "long_grid": "long_grid.mp4"})
     elif lengths:
         result["long"] = None

@@ -125,10 +125,9 @@ def scene_latents(config: Any, scene: Tensor, K: Tensor | None, rel_c2w: Tensor 
     """What ``scene_channels`` gets for a model: the scene latent ``[B, C, h, w]``, or, when
     ``config.scene_warp_depth`` is set and poses are given, its warp into each frame's camera
     ``[B, C, T, h, w]`` (``rel_c2w [B, T, 4, 4]`` relative to the scene camera, ``K`` at model resolution)."""
-    depth = getattr(config, "scene_warp_depth", 0.0)
-    if not depth or rel_c2w is None or K is None:
+    if not config.scene_warp_depth or rel_c2w is None or K is None:
         return scene
-    return warp_scene_latent(scene, K, rel_c2w, depth, config.vae_factor)
+    return warp_scene_latent(scene, K, rel_c2w, config.scene_warp_depth, config.vae_factor)
 
 
 def rays_to_latent_frames(rays: Tensor, temporal_factor: int) -> Tensor:

@@ -35,12 +35,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                "final": str(out["final"]) if out["final"] else None}
     if "psnr_db" in out:
         summary["psnr_db"] = round(out["psnr_db"], 2)
-    import torch.distributed as dist
+    from hand2world.train.trainer import print_summary
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(json.dumps(summary, indent=2))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    print_summary(summary)
     return 0
 
 

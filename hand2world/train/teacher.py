@@ -162,7 +162,6 @@ class LatentWindows:
     def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
         self.source, self.ae, self.config, self.device = source, ae, config, device
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
-        self._hands: dict[int, Tensor] = {}
         self.cache_dir = latent_cache_dir(source, ae, getattr(config, "control_input", "render"))
 
     def __len__(self) -> int:
@@ -176,26 +175,22 @@ class LatentWindows:
             if path is not None and path.is_file():
                 t = load_file(str(path))
                 self._latents[i] = (t["video"], t["control"])
-                if "hands" in t:
-                    self._hands[i] = t["hands"]
-                    return self._latents[i]
-            else:
-                c = self.source.clip(i)
-                if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
-                    from hand2world.render import control_silhouette
+                return self._latents[i]
+            c = self.source.clip(i)
+            if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
+                from hand2world.render import control_silhouette
 
-                    c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
-                out = []
-                for key in ("video", "control"):
-                    x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
-                    out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
-                self._latents[i] = (out[0].cpu(), out[1].cpu())
-            self._hands[i] = hand_coverage(torch.from_numpy(self.source.clip(i)["control"]), self.ae.spatial_factor)
+                c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
+            out = []
+            for key in ("video", "control"):
+                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
+                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
+            self._latents[i] = (out[0].cpu(), out[1].cpu())
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
-                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous(),
-                           "hands": self._hands[i].contiguous()}, str(tmp))
+                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous()},
+                          str(tmp))
                 os.replace(tmp, path)
         return self._latents[i]
 
@@ -224,7 +219,6 @@ class LatentWindows:
                 v_lat, c_lat = self.clip_latents(i)
                 lat.append(v_lat[:, start:start + frames])
                 ctl.append(c_lat[:, start:start + frames])
-                hands.append(self._hands[i][start:start + frames])
                 win_rays = self.source.rays(i, start)
             else:
                 w = self.source.window(i, start)
@@ -232,13 +226,14 @@ class LatentWindows:
                 lat.append(both[0])
                 ctl.append(both[1])
                 win_rays = w["rays"]
-                ctl_u8 = ((w["control"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
-                cover = hand_coverage(ctl_u8, self.ae.spatial_factor)[None, None]
-                hands.append(rays_to_latent_frames(cover, self.config.vae_temporal_factor)[0, 0])
             rays.append(rays_to_latent_frames(win_rays[None], r)[0])
-            rel = self.source.rel_c2w(i, start)[::r]  # one pose per latent frame (as the rays)
+            clip = self.source.clip(i)  # (in memory: the rays read it too)
+            # one pose and one coverage map per latent frame, picked as the rays are
+            hands.append(hand_coverage(torch.from_numpy(clip["control"][start:start + frames]),
+                                       self.ae.spatial_factor)[::r])
+            rel = self.source.rel_c2w(i, start)[::r]
             scenes.append(scene_latents(self.config, lat[-1][None, :, 0].to(self.device),
-                                        torch.from_numpy(self.source.clip(i)["K"]), rel[None])[0])
+                                        torch.from_numpy(clip["K"]), rel[None])[0])
         x0 = torch.stack(lat).to(self.device)
         cond = Conditioning(control=torch.stack(ctl).to(self.device),
                             scene=scene_channels(torch.stack(scenes), x0.shape[2],
@@ -255,12 +250,6 @@ class LatentWindows:
                             optim.grad_accum)
         x0, cond, hands = self.windows_with_hands(idx, self.starts(idx, g))
         return WindowBatch(x0, cond, g, hands)
-
-    def batch(self, optim: Any, step: int, micro: int, rank: int,
-              world: int) -> tuple[Tensor, Conditioning, torch.Generator]:
-        """``sample`` as ``(x0, cond, generator)``."""
-        b = self.sample(optim, step, micro, rank, world)
-        return b.x0, b.cond, b.generator
 
 
 class TeacherTask:

@@ -43,7 +43,8 @@ from hand2world.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMA", "DistInfo", "Task", "load_module_state", "module_state", "run_training", "setup_distributed"]
+__all__ = ["EMA", "DistInfo", "Task", "finish_distributed", "load_module_state", "module_state", "print_summary",
+           "run_training", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,25 @@ def setup_distributed() -> DistInfo:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return DistInfo(rank=rank, world=world, local_rank=local, device=device)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print a job's JSON summary once (rank 0), then end the process group when there is one.
+
+    Every rank waits at a barrier first: a rank that destroyed the group while rank 0 was still
+    writing the release left gloo's threads running and aborted at exit ("terminate called without
+    an active exception", a torchrun failure after a finished run).
+    """
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(json.dumps(summary, indent=2))
+    finish_distributed()
+
+
+def finish_distributed() -> None:
+    """Barrier, then destroy the process group (no-op in a single process)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _full(t: Tensor) -> Tensor:
