@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from hand2world.annotate import OdometryConfig, TrackConfig, VisualOdometry, build_tracks, clean_tracks
 from hand2world.annotate.camera import rotation_angle_deg
@@ -149,6 +150,7 @@ def test_cup_video_floors_and_qa_report(cup_annotation):
     assert report["frames"] == 217 and report["input_size"] == [640, 480]
     assert report["detection_rate"] >= 0.95
     assert report["reprojection_px"]["median"] <= 3.0
+    assert report["reprojection_px"]["p95"] <= 3.0  # a fit cut short before converging left 10 px here
     assert report["jitter_px"]["clean"] < report["jitter_px"]["raw"]
     assert report["frames_per_side"]["right"] >= 0.95 * 217 and report["frames_per_side"]["left"] == 0
     from hand2world.io import video_info
@@ -310,3 +312,43 @@ def test_visual_odometry_remask_drops_late_found_hands():
     errs = camera_errors(vo.c2w(), c2w_gt)["rot_deg"]
     assert max(errs) < 0.5, errs
     assert vo.remask([[] for _ in seq], dilate=0.25) == 0
+
+
+def test_offline_fit_follows_image_landmarks_over_wrong_3d_ones():
+    """MediaPipe's 3-D landmarks are the weak input on rendered hands (docs/annotation.md, "Hands"): with exact
+    image landmarks and world landmarks of a wrongly articulated hand (every finger joint off by ~0.5 rad,
+    ~29 mm), the offline fit's defaults must land near the true hand and on the image landmarks. The former
+    defaults (3-D residual 2 cm, 6 refinement steps) gave 10.5 mm and 0.6-0.8 px here."""
+    from hand2world.annotate.pipeline import AnnotateConfig, fit_tracks
+    from hand2world.annotate.tracks import HandTracks
+    from hand2world.hands import HandModel, HandPose
+    from hand2world.hands.sampling import random_hand_pose
+
+    model = HandModel.load("open", side="right")
+    T, S = 8, 128
+    K = np.asarray(intrinsics_from_fov(60.0, S, S), np.float64)
+    rng = np.random.default_rng(0)
+    base = random_hand_pose(model, 1, generator=torch.Generator().manual_seed(3), betas_range=1.0, scale=0.8)
+    wrong = torch.from_numpy(rng.normal(0, 0.5, 45)).float()
+    truth, world = [], []
+    for t in range(T):
+        p = base.to_vector().clone()
+        p[0, 3:48] *= 1 + 0.03 * t  # the hand slowly closes
+        p[0, 58:61] = torch.tensor([0.0, 0.0, 0.4])
+        q = p.clone()
+        q[0, 3:48] += wrong
+        with torch.no_grad():
+            truth.append(model(HandPose.from_vector(p)).joints[0].double().numpy())
+            w = model(HandPose.from_vector(q)).joints[0].double().numpy()
+        world.append(w - w.mean(0))
+    truth = np.stack(truth)
+    tracks = HandTracks.empty(T)
+    uv = truth @ K.T
+    tracks.image[:, 1] = (uv[..., :2] / uv[..., 2:] + rng.normal(0, 0.3, (T, 21, 2))) / S
+    tracks.world[:, 1] = np.stack(world)
+    tracks.valid[:, 1] = True
+    assert np.median(rigid_mpjpe(tracks.world[:, 1].astype(np.float64), truth)) > 0.025
+    out = fit_tracks(tracks, K, (S, S), 16.0, AnnotateConfig())
+    err = rigid_mpjpe(out["joints3d"][:, 1].astype(np.float64), truth)
+    assert np.median(err) < 0.006, err
+    assert np.nanmax(out["reproj_px"][:, 1]) < 0.5, out["reproj_px"][:, 1]

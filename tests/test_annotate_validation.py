@@ -4,7 +4,7 @@ Two head-motion clips of the world at 384 px (seed 4242, clips 0 and 1) go throu
 RGB only (plus their K). What is asserted, and how it stands against the issue's floors:
 - camera: relative rotation error per 16-frame window, every window <= 2 deg (the issue's floor; the
   bundle-adjusted odometry, see docs/annotation.md for the wider validation);
-- hands: MPJPE after rigid alignment <= 15 mm (median) on the frames where MediaPipe finds the
+- hands: MPJPE after rigid alignment <= 12 mm (median; the floor is 15) on the frames where MediaPipe finds the
   synthetic open-model hands (about half of them), and on ground-truth landmarks with 1 px / 3 mm
   noise (the documented fallback, which covers every frame).
 """
@@ -21,7 +21,9 @@ def test_synthetic_ground_truth_floors(tmp_path):
     assert s["rot_deg"]["n"] == 4 and s["rot_deg"]["max"] <= 2.0, [c["rot_deg"] for c in result["clips"]]
     assert all(c["odometry"]["bundle"]["used"] == "bundle" for c in result["clips"])
     assert s["fallback_mpjpe_mm"]["n"] > 30 and s["fallback_mpjpe_mm"]["median"] <= 15.0
-    assert s["mpjpe_mm"]["n"] > 10 and s["mpjpe_mm"]["median"] <= 15.0  # MediaPipe path, hand-size prior
+    # MediaPipe path, hand-size prior: 10.6 mm with the offline fit trusting the image landmarks (14.5 mm with
+    # the former 2 cm 3-D residual; docs/annotation.md, "Hands")
+    assert s["mpjpe_mm"]["n"] > 10 and s["mpjpe_mm"]["median"] <= 12.0
     assert s["pa_mpjpe_mm"]["median"] <= s["mpjpe_mm"]["median"] + 1e-6
     assert s["side_accuracy"] >= 0.8  # MediaPipe handedness on synthetic hands, after track voting
     assert (tmp_path / "validation.json").is_file()

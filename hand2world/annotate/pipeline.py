@@ -65,9 +65,11 @@ class AnnotateConfig:
     mirrored: bool = False  # frames are selfie-mirrored
     split: str = "train"
     default_scene_depth: float = 0.5  # metres, used for the trajectory's scale when no hand is seen
-    fit_sigma_world: float = 0.02  # metres per unit 3-D residual: offline, the image landmarks are trusted more
+    fit_sigma_world: float = 0.1  # metres per unit 3-D residual: offline, MediaPipe's image landmarks are trusted
+    # far more than its 3-D ones (rigid MPJPE on synthetic clips 21 -> 13 mm; docs/annotation.md, "Hands")
     fit_sigma_image: float = 2.0  # pixels of the input video per unit reprojection residual
-    fit_refine_iters: int = 6  # warm-started joint 3-D + reprojection iterations per frame
+    fit_refine_iters: int = 15  # warm-started joint 3-D + reprojection iterations per frame (the weak 3-D term
+    # converges more slowly: 6 left the cup video at 2.4 px median, 10 px p95; they stop early once converged)
     threads: int = 1  # torch threads for the fit (tiny problems: more threads only add contention)
     hand_size: str = "model"  # hand scale: "model" (the hand model's mean shape, a population prior) or
     # "mediapipe" (the median of its metric landmarks: 22 mm rigid MPJPE on synthetic GT against 12 mm)
