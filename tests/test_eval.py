@@ -91,8 +91,22 @@ def test_camera_rotation_from_known_homography():
     assert est.ok
     assert M.rotation_angle_deg(est.R @ R_gt.T) < 0.5
     assert M.rotation_angle_deg(R_gt) > 4.0
+    # soft frames, as a small generator makes them: still measured (the SIFT estimator failed here)
+    soft = cv2.GaussianBlur(b, (0, 0), 1.5)
+    soft[mask] = 0
+    est_soft = M.estimate_rotation(a, soft, K, mask, mask)
+    assert est_soft.ok and M.rotation_angle_deg(est_soft.R @ R_gt.T) < 0.75
     blank = np.zeros_like(a)
     assert not M.estimate_rotation(blank, blank, K).ok
+    # RANSAC keeps the rotation with a third of the correspondences wrong
+    rng = np.random.default_rng(1)
+    p1 = rng.uniform(0, 128, (90, 2))
+    b1 = np.c_[p1, np.ones(90)] @ np.linalg.inv(K).T
+    q = b1 @ R.T @ K.T
+    p2 = q[:, :2] / q[:, 2:]
+    p2[:30] = rng.uniform(0, 128, (30, 2))
+    R_fit, inl = M.rotation_ransac(p1, p2, K)
+    assert M.rotation_angle_deg(R_fit @ R.T) < 1e-3 and inl[30:].all() and inl[:30].sum() <= 3
 
 
 def test_flicker_higher_for_flickering_sequence():
