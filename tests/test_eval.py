@@ -204,7 +204,8 @@ def test_eval_command_end_to_end(tmp_path, capsys):
                  "--metric-weights", str(tmp_path / "no_weights")]) == 0
     printed = json.loads(capsys.readouterr().out)
     warped = "warped scene (0.5 m plane)"
-    assert set(printed["models"]) == {"ground truth", "repeat scene", warped, "student", "teacher", "ablation"}
+    oracle = "oracle: flat true-colour hands"
+    assert set(printed["models"]) == {"ground truth", "repeat scene", warped, oracle, "student", "teacher", "ablation"}
     for name in ("metrics.json", "metrics.md", "psnr_frames.png", "long_rollout.png", "grid.mp4", "long_grid.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     result = json.loads((out / "metrics.json").read_text())
@@ -217,6 +218,9 @@ def test_eval_command_end_to_end(tmp_path, capsys):
         assert len(result["models"][name]["per_clip"][0]["psnr_frames"]) == 8
         assert result["models"][name]["fvd"] == "unavailable"
     assert result["models"]["ground truth"]["metrics"]["camera_err_deg"] is not None
+    # the oracle paints the true hands (flat colour) into the warped scene: better hands, same background
+    om, wm = result["models"][oracle]["metrics"], result["models"][warped]["metrics"]
+    assert result["models"][oracle]["kind"] == "oracle" and om["hand_psnr"] > wm["hand_psnr"] + 1.0
     long = result["long"]["models"]
     assert set(long) == {"repeat scene", warped, "student", "ablation"}
     assert long["student"]["segment_frames"] == [[1, 4], [5, 8]] and len(long["student"]["psnr_frames"]) == 8

@@ -123,6 +123,25 @@ class WarpedScene:
         return out[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+class FlatHandOracle:
+    """Reference that reads the ground truth: the warped scene (``WarpedScene``) with each frame's visible hand
+    pixels (true ``visible_mask``) painted that frame's true mean hand colour. It is what a model scores that
+    puts every hand exactly where it is seen, in exactly the right average colour, but draws no shading: the
+    headroom of the hand-region floor for models that only get silhouette and colour right."""
+
+    name, kind, size = "oracle: flat true-colour hands", "oracle", None
+
+    def frames(self, clip: dict[str, Any]) -> np.ndarray:
+        """``[T, S, S, 3]`` uint8 for a prepared clip (``video``, ``visible_mask``, ``c2w``, ``K``)."""
+        video, vis = clip["video"], clip["visible_mask"]
+        out = WarpedScene().generate(video[0], video, clip["c2w"], clip["K"]).copy()
+        for t in range(len(video)):
+            if vis[t].any():
+                out[t][vis[t]] = video[t][vis[t]].reshape(-1, 3).mean(0).round().astype(np.uint8)
+        out[0] = video[0]
+        return out
+
+
 class TeacherModel:
     """The bidirectional teacher through ``TeacherSampler`` (chained windows, ``steps`` Euler steps)."""
 
@@ -487,7 +506,7 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    loaded: list[VideoModel] = [RepeatScene(), WarpedScene(), *(models or []),
+    loaded: list[Any] = [RepeatScene(), WarpedScene(), FlatHandOracle(), *(models or []),
                                 *(load_model(s, cfg.teacher_steps) for s in specs)]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names) or GT_NAME in names:
@@ -519,7 +538,8 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
         per_model[model.name], videos[model.name] = [], []
         t0 = time.perf_counter()
         for i, clip in enumerate(tqdm(clips, desc=f"eval: {model.name}", disable=not cfg.progress)):
-            frames = model.generate(clip["video"][0], clip["control"], clip["c2w"], clip["K"], seed=i)
+            frames = (model.frames(clip) if model.kind == "oracle" else
+                      model.generate(clip["video"][0], clip["control"], clip["c2w"], clip["K"], seed=i))
             videos[model.name].append(frames)
             per_model[model.name].append(clip_metrics(frames, clip, dilate, lpips_model))
         seconds[model.name] = time.perf_counter() - t0
