@@ -28,8 +28,10 @@ Design choices:
   of the lowest common robust cost, the consensus is kept (``_select``): on striped or textureless
   tables a wrong valley can cost a few percent less than the right one. Guard: if the kept solution
   departs from the chained poses by more than ``fallback_deg`` over any 16 frames (far more than the
-  chain's own error, up to ~5 deg on synthetic ground truth), the chained poses are kept
-  (``summary()["bundle"]["used"]``).
+  chain's own error, up to ~5 deg on synthetic ground truth) and the chained poses explain the tracks
+  about as well (common robust cost within ``fallback_cost_margin``), the chained poses are kept
+  (``summary()["bundle"]["used"]``). A chain that went astray (29-34 deg windows on fresh seeds) costs
+  1.5-4x the adjustment, which is then kept: it was better in every such case measured.
 - After cleaning, the pipeline re-masks the hands from the cleaned tracks (gaps filled, a lost hand
   held a few frames, twice the dilation) and the keyframe poses and track votes are redone without
   the observations that fall there (``VisualOdometry.remask``).
@@ -80,7 +82,8 @@ class OdometryConfig:
     # starts: the rotation-only chain and the chained poses, each grown forward and (``-reversed``) backward in time
     select_margin: float = 0.06  # starts within this relative cost of the best one: the consensus is kept (_select)
     max_points: int = 400  # the longest tracks that enter the bundle adjustment
-    fallback_deg: float = 10.0  # keep the chained poses when the adjusted ones differ by more over 16 frames
+    fallback_deg: float = 10.0  # keep the chained poses when the adjusted ones differ by more over 16 frames ...
+    fallback_cost_margin: float = 0.06  # ... and the chained poses' common robust cost is within this of theirs
     outlier_tracks: float = 0.2  # tracks outside the epipolar consensus more often than this are left out
     bundle: bool = True  # refine the chained poses by bundle adjustment over all tracks
     remask_dilate: float = 0.5  # after cleaning: mask dilation of the cleaned hand tracks (hand sizes) ...
@@ -443,17 +446,25 @@ class VisualOdometry:
         out = _select(outs, self.config.select_margin)
         w2c = np.linalg.inv(_c2w(out))
         # guard: a solve that lands in a wrong minimum departs from the chained poses by far more than their
-        # own error (a few degrees per 16 frames); then the chained poses are kept
+        # own error (a few degrees per 16 frames); then the chained poses are kept, if they explain the tracks
+        # about as well (a chain that went astray costs 1.5-10x more and is worse than any adjustment)
         chained = self.chained_c2w(depth).astype(np.float64)
         gap = _max_window_gap(np.linalg.inv(w2c), chained, 16)
-        used = "bundle" if gap <= self.config.fallback_deg else "chained"
+        chained_cost = None
+        if gap > self.config.fallback_deg:  # ... unless they explain the tracks clearly worse (the same common cost)
+            w2c_ch = np.linalg.inv(chained)
+            chained_cost = trajectory_cost(w2c_ch[:, :3, :3], w2c_ch[:, :3, 3], K, frames, point, uv, depth,
+                                           self.config.ba)
+        used = ("chained" if chained_cost is not None
+                and chained_cost <= (1.0 + self.config.fallback_cost_margin) * out["cost"] else "bundle")
         if used == "chained":
             log.info("odometry: bundle adjustment departs %.1f deg from the chained poses; keeping the chained ones",
                      gap)
             w2c = np.linalg.inv(chained)
         self.solve_ms = (time.perf_counter() - t0) * 1000
         self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
-                        "used": used, "gap_deg": gap, "init": out["init"],
+                        "used": used, "gap_deg": gap, "init": out["init"], "cost": out["cost"],
+                        "chained_cost": chained_cost,
                         "observations": int(out["inliers"].sum())}
         return self._solved
 
@@ -475,6 +486,6 @@ class VisualOdometry:
                "median_tracked_points": float(np.median(self.tracked)) if self.tracked else 0.0}
         if self._solved is not None:
             out["bundle"] = {k: self._solved[k] for k in ("rms_px", "points", "observations", "used", "gap_deg",
-                                                           "init")}
+                                                           "init", "cost", "chained_cost")}
             out["bundle"]["solve_ms"] = self.solve_ms
         return out
