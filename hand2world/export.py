@@ -55,21 +55,20 @@ def run_lineage(release: Path) -> list[dict[str, Any]]:
     chain, seen, todo = [], set(), [release]
     while todo:
         folder = todo.pop(0)
-        state = folder / "train_state.json"  # a step checkpoint (e.g. the init of a warm-started run)
-        run_dir = folder.parent if folder.name == "final" else folder.parent.parent if state.is_file() else folder
+        state_file = folder / "train_state.json"  # a step checkpoint (e.g. the init of a warm-started run)
+        state = json.loads(state_file.read_text()) if state_file.is_file() else None
+        run_dir = folder.parent if folder.name == "final" else folder.parent.parent if state is not None else folder
         if run_dir in seen:
             continue
         seen.add(run_dir)
         run_json = folder / "run.json"
         if run_json.is_file():
             cfg = json.loads(run_json.read_text())
-        elif state.is_file():
-            cfg = json.loads(state.read_text()).get("run_config", {})
         else:
-            cfg = {}
+            cfg = state.get("run_config", {}) if state is not None else {}
         summary = _run_summary(run_dir)
-        if state.is_file():
-            summary.update(run=f"{run_dir.name}/{folder.name}", steps=json.loads(state.read_text()).get("step"))
+        if state is not None:
+            summary.update(run=f"{run_dir.name}/{folder.name}", steps=state.get("step"))
         chain.append({**summary, "stage": cfg.get("stage", "teacher" if "p_drop_hands" in cfg else "autoencoder")})
         links = dict(cfg)
         if cfg.get("stage") == "dmd" and not cfg.get("init") and "{stage}" in str(cfg.get("out_dir", "")):
@@ -94,6 +93,8 @@ def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, a
     from hand2world.paths import checkpoint_path
     from hand2world.stream.weights import load_video_model, write_checksums
 
+    if cache_window is not None and cache_window < 0:
+        raise ValueError(f"cache_window must be >= 0, got {cache_window}")
     src = checkpoint_path(release)
     missing = [f for f in _FILES if not (src / f).is_file()]
     if missing:
@@ -110,8 +111,6 @@ def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, a
         from hand2world.models.config import load_config, save_config
 
         cfg = load_config(out / "config.json")
-        if cache_window < 0:
-            raise ValueError(f"cache_window must be >= 0, got {cache_window}")
         info["cache_window"] = {"trained": cfg.cache_window, "exported": cache_window}
         save_config(dataclasses.replace(cfg, cache_window=cache_window), out / "config.json")
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -450,17 +450,15 @@ class VisualOdometry:
         # about as well (a chain that went astray costs 1.5-10x more and is worse than any adjustment)
         chained = self.chained_c2w(depth).astype(np.float64)
         gap = _max_window_gap(np.linalg.inv(w2c), chained, 16)
-        chained_cost = None
+        used, chained_cost = "bundle", None
         if gap > self.config.fallback_deg:  # ... unless they explain the tracks clearly worse (the same common cost)
             w2c_ch = np.linalg.inv(chained)
             chained_cost = trajectory_cost(w2c_ch[:, :3, :3], w2c_ch[:, :3, 3], K, frames, point, uv, depth,
                                            self.config.ba)
-        used = ("chained" if chained_cost is not None
-                and chained_cost <= (1.0 + self.config.fallback_cost_margin) * out["cost"] else "bundle")
-        if used == "chained":
-            log.info("odometry: bundle adjustment departs %.1f deg from the chained poses; keeping the chained ones",
-                     gap)
-            w2c = np.linalg.inv(chained)
+            if chained_cost <= (1.0 + self.config.fallback_cost_margin) * out["cost"]:
+                log.info("odometry: bundle adjustment departs %.1f deg from the chained poses, which explain the "
+                         "tracks as well; keeping the chained ones", gap)
+                used, w2c = "chained", w2c_ch
         self.solve_ms = (time.perf_counter() - t0) * 1000
         self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
                         "used": used, "gap_deg": gap, "init": out["init"], "cost": out["cost"],

@@ -506,8 +506,8 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    loaded: list[Any] = [RepeatScene(), WarpedScene(), FlatHandOracle(), *(models or []),
-                                *(load_model(s, cfg.teacher_steps) for s in specs)]
+    loaded: list[VideoModel | FlatHandOracle] = [RepeatScene(), WarpedScene(), FlatHandOracle(), *(models or []),
+                                                 *(load_model(s, cfg.teacher_steps) for s in specs)]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names) or GT_NAME in names:
         raise ValueError(f"model names must be unique and not {GT_NAME!r}: {names}")

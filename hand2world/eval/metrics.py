@@ -29,13 +29,10 @@ Design choices:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "PSNR_CAP",
@@ -163,7 +160,7 @@ def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class RotationEstimate:
     """Result of ``estimate_rotation``: ``R`` (``[3, 3]``, frame a -> frame b camera coordinates), the model
-    used (``"rotation"``, ``"essential"`` or ``"failed"``) and the number of inlier matches."""
+    used (``"rotation"`` or ``"failed"``) and the number of inlier correspondences."""
 
     R: np.ndarray
     model: str
@@ -264,19 +261,19 @@ def estimate_rotation(frame_a: np.ndarray, frame_b: np.ndarray, K: np.ndarray, m
     s = 3.0 if min(h, w) < upsample_below else 1.0
     failed = RotationEstimate(np.eye(3), "failed", 0)
     ga, gb = _gray(_fill(frame_a, mask_a), s, blur), _gray(_fill(frame_b, mask_b), s, blur)
-    dis = cv2.DISOpticalFlow_create(preset)
-    fwd, bwd = dis.calc(ga, gb, None), dis.calc(gb, ga, None)
     H, W = ga.shape
     ys, xs = np.mgrid[stride // 2:H:stride, stride // 2:W:stride]
     ys, xs = ys.ravel(), xs.ravel()
     texture = cv2.cornerMinEigenVal(ga.astype(np.float32) / 255.0, 7)[ys, xs]
+    if (texture >= min_texture).sum() < min_matches:  # a blank frame: nothing to see the motion by
+        return failed
+    dis = cv2.DISOpticalFlow_create(preset)
+    fwd, bwd = dis.calc(ga, gb, None), dis.calc(gb, ga, None)
     q1 = np.c_[xs, ys].astype(np.float64)
     q2 = q1 + fwd[ys, xs]
     inside = (q2[:, 0] >= 0) & (q2[:, 1] >= 0) & (q2[:, 0] <= W - 1) & (q2[:, 1] <= H - 1)
     xb = np.clip(q2[:, 0].round().astype(int), 0, W - 1)
     yb = np.clip(q2[:, 1].round().astype(int), 0, H - 1)
-    if (texture >= min_texture).sum() < min_matches:  # a blank frame: nothing to see the motion by
-        return failed
     keep = inside & (np.linalg.norm(fwd[ys, xs] + bwd[yb, xb], axis=1) < 1.0)
     for mask, (yy, xx) in ((mask_a, (ys, xs)), (mask_b, (yb, xb))):
         if mask is not None:
