@@ -181,6 +181,26 @@ def test_parse_model_arg():
         parse_model_arg("no-equals-sign")
 
 
+def test_autoencoder_oracle_round_trips_shipped_autoencoder(tmp_path):
+    """The round-trip reference with the shipped autoencoder keeps frame 0, changes the others only a little
+    and scores far above a blank frame and above repeating the scene."""
+    from hand2world.data import ClipDataset
+    from hand2world.eval.evaluate import CLIP_KEYS, AutoencoderOracle, RepeatScene, clip_metrics, prepare_clip
+    from hand2world.paths import REPO_ROOT
+    from hand2world.train.teacher import load_autoencoder
+    from hand2world.world.synth import synthesize
+
+    synthesize(tmp_path / "clips", clips=1, frames=5, size=128, seed=5, split="test", progress=False)
+    clip = prepare_clip(ClipDataset(tmp_path / "clips", keys=CLIP_KEYS)[0], 128)
+    oracle = AutoencoderOracle(load_autoencoder(str(REPO_ROOT / "weights" / "default")).eval())
+    frames = oracle.frames(clip)
+    assert frames.shape == clip["video"].shape and frames.dtype == np.uint8
+    assert np.array_equal(frames[0], clip["video"][0]) and not np.array_equal(frames[1:], clip["video"][1:])
+    got = clip_metrics(frames, clip, 2)
+    repeat = clip_metrics(RepeatScene().generate(clip["video"][0], clip["control"], clip["c2w"], clip["K"]), clip, 2)
+    assert got["psnr"] > 18.0 and got["psnr"] > repeat["psnr"]
+
+
 def test_eval_command_end_to_end(tmp_path, capsys):
     from hand2world.cli import main
     from hand2world.train import TeacherRunConfig, train_teacher
@@ -204,8 +224,9 @@ def test_eval_command_end_to_end(tmp_path, capsys):
                  "--metric-weights", str(tmp_path / "no_weights")]) == 0
     printed = json.loads(capsys.readouterr().out)
     warped = "warped scene (0.5 m plane)"
-    oracle = "oracle: flat true-colour hands"
-    assert set(printed["models"]) == {"ground truth", "repeat scene", warped, oracle, "student", "teacher", "ablation"}
+    oracle, ae_oracle = "oracle: flat true-colour hands", "oracle: autoencoder round trip"
+    assert set(printed["models"]) == {"ground truth", "repeat scene", warped, oracle, ae_oracle, "student", "teacher",
+                                      "ablation"}
     for name in ("metrics.json", "metrics.md", "psnr_frames.png", "long_rollout.png", "grid.mp4", "long_grid.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     result = json.loads((out / "metrics.json").read_text())
@@ -221,6 +242,7 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     # the oracle paints the true hands (flat colour) into the warped scene: better hands, same background
     om, wm = result["models"][oracle]["metrics"], result["models"][warped]["metrics"]
     assert result["models"][oracle]["kind"] == "oracle" and om["hand_psnr"] > wm["hand_psnr"] + 1.0
+    assert result["models"][ae_oracle]["kind"] == "oracle" and result["models"][ae_oracle]["metrics"]["psnr"] > 0
     long = result["long"]["models"]
     assert set(long) == {"repeat scene", warped, "student", "ablation"}
     assert long["student"]["segment_frames"] == [[1, 4], [5, 8]] and len(long["student"]["psnr_frames"]) == 8

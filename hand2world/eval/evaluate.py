@@ -12,6 +12,9 @@ Design choices:
   (``TeacherSampler``, chained windows) and ``StudentModel`` (``StreamingGenerator``: ``start`` with
   the scene, then ``step`` over the remaining frames in chunks of its block). Many students and
   teachers can be compared in one table (``--model name=path``; ablations).
+- Two references read the ground truth (kind ``oracle``, ``frames(clip)``): ``FlatHandOracle`` (true
+  visible hands in flat true colour on the warped scene) and ``AutoencoderOracle`` (the true frames
+  through the first evaluated model's autoencoder): the headroom of the hand floor and of any latent model.
 - Clips at another resolution than a model's are centre-cropped/resized to it (``K`` adjusted,
   masks nearest-neighbour), as ``generate`` does.
 - Long rollouts (students and the baseline) run once to the longest length asked; a causal
@@ -44,8 +47,8 @@ from hand2world.eval.networks import fvd, load_fvd_detector, load_lpips, metric_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "ModelSpec", "RepeatScene", "StudentModel", "TeacherModel", "WarpedScene", "detect_kind",
-           "load_model", "parse_model_arg", "run_eval"]
+__all__ = ["AutoencoderOracle", "EvalConfig", "FlatHandOracle", "ModelSpec", "RepeatScene", "StudentModel",
+           "TeacherModel", "WarpedScene", "detect_kind", "load_model", "parse_model_arg", "run_eval"]
 
 GT_NAME = "ground truth"
 CLIP_KEYS = ("video", "control", "K", "c2w", "hand_mask", "visible_mask")
@@ -142,6 +145,31 @@ class FlatHandOracle:
         return out
 
 
+class AutoencoderOracle:
+    """Reference that reads the ground truth: every true frame through the evaluated model's autoencoder
+    (encode, decode). No latent model can score above it, so it separates what the autoencoder loses
+    from what the diffusion model gets wrong (e.g. whether hands are lost in the latents or never drawn)."""
+
+    name, kind, size = "oracle: autoencoder round trip", "oracle", None
+
+    def __init__(self, autoencoder: Any) -> None:
+        self.ae = autoencoder
+
+    def frames(self, clip: dict[str, Any]) -> np.ndarray:
+        """``[T, S, S, 3]`` uint8: the prepared clip's ``video`` encoded and decoded (frame 0 kept as is)."""
+        import torch
+
+        video = clip["video"]
+        w = next(self.ae.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        x = x.to(device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            y = self.ae.decode(self.ae.encode(x))[0]  # [3, T, H, W]
+        out = y.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+        out[0] = video[0]
+        return out
+
+
 class TeacherModel:
     """The bidirectional teacher through ``TeacherSampler`` (chained windows, ``steps`` Euler steps)."""
 
@@ -153,6 +181,7 @@ class TeacherModel:
         self.name, self.steps = name, steps
         self.sampler = TeacherSampler.from_checkpoint(path)
         self.size = self.sampler.size
+        self.autoencoder = self.sampler.ae
 
     def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
                  seed: int = 0) -> np.ndarray:
@@ -174,6 +203,7 @@ class StudentModel:
             raise ValueError(f"evaluation uses square clips; {path} streams {self.gen.height}x{self.gen.width}")
         self.size = int(self.gen.height)
         self.chunk = int(self.gen.config.frames_per_block)  # per-frame autoencoder: latent frames = frames
+        self.autoencoder = self.gen.ae
 
     def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
                  seed: int = 0) -> np.ndarray:
@@ -506,8 +536,10 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    loaded: list[VideoModel | FlatHandOracle] = [RepeatScene(), WarpedScene(), FlatHandOracle(), *(models or []),
-                                                 *(load_model(s, cfg.teacher_steps) for s in specs)]
+    given: list[VideoModel] = [*(models or []), *(load_model(s, cfg.teacher_steps) for s in specs)]
+    autoencoders = [m.autoencoder for m in given if getattr(m, "autoencoder", None) is not None]
+    oracles = [FlatHandOracle(), *([AutoencoderOracle(autoencoders[0])] if autoencoders else [])]
+    loaded: list[Any] = [RepeatScene(), WarpedScene(), *oracles, *given]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names) or GT_NAME in names:
         raise ValueError(f"model names must be unique and not {GT_NAME!r}: {names}")
