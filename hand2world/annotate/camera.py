@@ -197,6 +197,7 @@ class VisualOdometry:
         self._next_id = 0
         self._obs: list[tuple[np.ndarray, np.ndarray]] = []  # per frame: (track ids, pixel positions)
         self._solved: dict | None = None
+        self._ba_inputs: tuple = ()  # (K, frames, point, uv, depth) of the last solve (explain)
         self._rot_only: list[np.ndarray] = [np.eye(3)]  # per frame: the rotation-only model against its keyframe
         self._last_rot = np.eye(3)
         self._tested = np.zeros(0, np.int32)  # per track id: epipolar tests and rejections (_epipolar_check)
@@ -460,11 +461,35 @@ class VisualOdometry:
                          "tracks as well; keeping the chained ones", gap)
                 used, w2c = "chained", w2c_ch
         self.solve_ms = (time.perf_counter() - t0) * 1000
+        self._ba_inputs = (K, frames, point, uv, depth)
         self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
                         "used": used, "gap_deg": gap, "init": out["init"], "cost": out["cost"],
                         "chained_cost": chained_cost,
                         "observations": int(out["inliers"].sum())}
         return self._solved
+
+    @property
+    def solved(self) -> dict | None:
+        """The last bundle adjustment's outcome (``c2w``, ``used``, ``cost``, ...), None before one ran."""
+        return self._solved
+
+    def explain(self, c2w: np.ndarray) -> dict | None:
+        """How well another trajectory explains the tracks of the last solve (validation against ground truth).
+
+        ``c2w [T, 4, 4]``: camera-to-world with the first camera as world and translations in the solve's
+        scale (metres at the hand-prior depth). Returns ``cost`` (the common robust cost of these poses,
+        points refitted; the kept solution's is ``solved["cost"]``, or ``solved["chained_cost"]`` when the
+        chained poses were kept) and ``refined_cost`` / ``refined_c2w``
+        (the same adjustment as the solve, started from these poses), or None without a solve.
+        """
+        if self._solved is None:
+            return None
+        K, frames, point, uv, depth = self._ba_inputs
+        w2c = np.linalg.inv(np.asarray(c2w, np.float64))
+        cost = trajectory_cost(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
+        out = incremental_bundle(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
+        refined = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
+        return {"cost": cost, "refined_cost": refined, "refined_c2w": _c2w(out)}
 
     def c2w(self, scene_depth: float = 0.5) -> np.ndarray:
         """``[T, 4, 4]`` camera-to-world (world = first camera), translation scaled to ``scene_depth`` m.

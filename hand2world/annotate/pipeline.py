@@ -108,6 +108,7 @@ class Annotation:
     input_size: tuple[int, int]  # (width, height)
     timings: dict[str, list[float]]
     stats: dict = field(default_factory=dict)
+    odometry: VisualOdometry | None = None  # the solved odometry (validation asks it about other trajectories)
 
 
 def clip_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -230,7 +231,7 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
     return Annotation(frames=np.stack(small), control=fitted["control"], K=K_clip.astype(np.float32),
                       K_input=K_in.astype(np.float32), c2w=c2w, joints3d=joints3d, hand_params=fitted["hand_params"],
                       raw=raw, clean=clean, reproj_px=fitted["reproj_px"], fps=fps, input_size=(W, H),
-                      timings=timings, stats=stats)
+                      timings=timings, stats=stats, odometry=vo)
 
 
 def fit_tracks(tracks: HandTracks, K: np.ndarray, size: tuple[int, int], fps: float,

@@ -34,7 +34,7 @@ from hand2world.annotate.tracks import HandTracks, clean_tracks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["camera_errors", "gt_tracks", "rigid_mpjpe", "validate_clips", "validate_synthetic"]
+__all__ = ["camera_errors", "diagnose_camera", "gt_tracks", "rigid_mpjpe", "validate_clips", "validate_synthetic"]
 
 WINDOW = 16
 
@@ -69,6 +69,35 @@ def camera_errors(c2w_est: np.ndarray, c2w_gt: np.ndarray, window: int = WINDOW)
             cos = tg @ te / np.linalg.norm(tg) / np.linalg.norm(te)
             out["dir_deg"].append(float(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
     return out
+
+
+def diagnose_camera(ann, c2w_true: np.ndarray, rot_deg: list[float], tol_deg: float = 2.0) -> dict | None:
+    """Why a head-motion clip's trajectory misses the truth: asks the solved odometry how well the true poses
+    explain its tracks, and where its adjustment goes when started from them.
+
+    ``verdict``: ``ok`` (every window within ``tol_deg``); ``solver`` (a trajectory at the truth explains the
+    tracks better than the kept solution: the true poses themselves, or the adjustment started from them
+    when it stays within ``tol_deg``; the solver missed it); ``tracks`` (otherwise: the tracks themselves
+    favour a wrong trajectory, e.g. points on moving shadows, slid along stripes or at occlusion edges,
+    and no choice among solutions can fix it). Costs are the common robust cost of ``trajectory_cost``.
+    None when no bundle adjustment ran.
+    """
+    vo = ann.odometry
+    solved = vo.solved if vo is not None else None
+    if solved is None:
+        return None
+    truth = np.linalg.inv(c2w_true[0]) @ c2w_true
+    got = vo.explain(truth)
+    kept = solved["chained_cost"] if solved["used"] == "chained" else solved["cost"]
+    refined_err = camera_errors(got["refined_c2w"], c2w_true)["rot_deg"]
+    if max(rot_deg, default=0.0) <= tol_deg:
+        verdict = "ok"
+    elif got["cost"] < kept or (max(refined_err, default=0.0) <= tol_deg and got["refined_cost"] < kept):
+        verdict = "solver"
+    else:
+        verdict = "tracks"
+    return {"verdict": verdict, "solution_cost": float(kept), "truth_cost": float(got["cost"]),
+            "truth_refined_cost": float(got["refined_cost"]), "truth_refined_rot_deg": refined_err}
 
 
 def _in_view(joints2d: np.ndarray, joints3d: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -115,6 +144,7 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
     acc: dict[str, list[float]] = {k: [] for k in ("rot_deg", "trans_cm", "dir_deg", "mpjpe_mm", "pa_mpjpe_mm",
                                                    "mpjpe_abs_mm", "fallback_mpjpe_mm", "fallback_abs_mm")}
     seen = expected = side_ok = side_n = 0
+    verdicts: dict[str, int] = {}
     for i in tqdm(indices, desc="validate", unit="clip"):
         clip = dataset[i]
         meta = dataset.meta(i)
@@ -156,6 +186,10 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
             row["trans_cm_max"] = max(cam["trans_cm"]) if cam["trans_cm"] else None
             for k in ("rot_deg", "trans_cm", "dir_deg"):
                 acc[k] += cam[k]
+            diag = diagnose_camera(ann, clip["c2w"], cam["rot_deg"])
+            if diag is not None:
+                row["camera_diagnosis"] = diag
+                verdicts[diag["verdict"]] = verdicts.get(diag["verdict"], 0) + 1
         row["odometry"] = ann.stats["odometry"]
         rows.append(row)
     summary = {k: _summary(v) for k, v in acc.items()}
@@ -163,6 +197,7 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
     summary["detection_rate"] = seen / max(expected, 1)
     summary["side_accuracy"] = side_ok / max(side_n, 1)
     summary["noise"] = {"px": noise_px, "m": noise_m}
+    summary["camera_verdicts"] = verdicts
     return {"clips": rows, "summary": summary}
 
 
