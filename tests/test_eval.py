@@ -173,6 +173,29 @@ def test_lpips_and_fvd_need_weights(tmp_path):
     assert fvd(det, real[:1], real[:1])["fvd"] == "unavailable"
 
 
+def test_paired_differences_compare_the_same_clips():
+    """A model 0.5 dB worse than the reference on every clip shows +0.5 with zero spread, even when the clips
+    themselves differ by several dB; clips without occlusion are left out of that metric only."""
+    from hand2world.eval.evaluate import paired_differences
+
+    base = [{"psnr": 15.0 + 3 * i, "hand_psnr": 12.0 + i, "occluded_psnr": None if i == 0 else 10.0 + i}
+            for i in range(4)]
+    worse = [{k: (None if v is None else v - 0.5) for k, v in c.items()} for c in base]
+    mixed = [{**c, "psnr": c["psnr"] + (0.2 if i % 2 else -0.2)} for i, c in enumerate(base)]
+    result = {"models": {"repeat scene": {"kind": "baseline", "per_clip": base},
+                         "student": {"kind": "student", "per_clip": base},
+                         "worse": {"kind": "teacher", "per_clip": worse},
+                         "mixed": {"kind": "student", "per_clip": mixed}}}
+    p = paired_differences(result)
+    assert p["reference"] == "student" and set(p["models"]) == {"worse", "mixed"}
+    w = p["models"]["worse"]
+    assert w["psnr"]["mean"] == pytest.approx(0.5) and w["psnr"]["se"] == pytest.approx(0.0, abs=1e-12)
+    assert w["psnr"]["better"] == 4 and w["occluded_psnr"]["n"] == 3
+    m = p["models"]["mixed"]["psnr"]
+    assert m["mean"] == pytest.approx(0.0) and m["better"] == 2 and m["se"] > 0.1
+    assert paired_differences({"models": {"student": {"kind": "student", "per_clip": base}}}) == {}
+
+
 def test_parse_model_arg():
     spec = parse_model_arg("novis=student:some/path")
     assert (spec.name, spec.kind, spec.path) == ("novis", "student", "some/path")
@@ -246,8 +269,12 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     long = result["long"]["models"]
     assert set(long) == {"repeat scene", warped, "student", "ablation"}
     assert long["student"]["segment_frames"] == [[1, 4], [5, 8]] and len(long["student"]["psnr_frames"]) == 8
+    paired = result["paired"]  # every other generative model against the first (the student)
+    assert paired["reference"] == "student" and set(paired["models"]) == {"teacher", "ablation"}
+    assert paired["models"]["ablation"]["psnr"]["n"] == 2
     table = (out / "metrics.md").read_text()
     assert "| repeat scene | baseline |" in table and "| ablation | student |" in table and "PSNR 5-8" in table
+    assert "Paired per clip against `student`" in table
     from hand2world.io import read_video
 
     grid = read_video(out / "grid.mp4")

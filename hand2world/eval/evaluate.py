@@ -48,7 +48,8 @@ from hand2world.eval.networks import fvd, load_fvd_detector, load_lpips, metric_
 log = logging.getLogger(__name__)
 
 __all__ = ["AutoencoderOracle", "EvalConfig", "FlatHandOracle", "ModelSpec", "RepeatScene", "StudentModel",
-           "TeacherModel", "WarpedScene", "detect_kind", "load_model", "parse_model_arg", "run_eval"]
+           "TeacherModel", "WarpedScene", "detect_kind", "load_model", "paired_differences", "parse_model_arg",
+           "run_eval"]
 
 GT_NAME = "ground truth"
 CLIP_KEYS = ("video", "control", "K", "c2w", "hand_mask", "visible_mask")
@@ -497,6 +498,15 @@ def markdown_table(result: dict) -> str:
     lines += ["", f"Camera: mean true rotation of the scored pairs {_fmt(result.get('true_rotation_deg'))}°; "
               f"the `{GT_NAME}` row is the estimator's noise floor (same estimator on the true frames).",
               f"LPIPS: {result['lpips']}. FVD: {result['fvd']}."]
+    pairs = result.get("paired") or {}
+    if pairs:
+        lines += ["", f"Paired per clip against `{pairs['reference']}` (reference minus model, mean ± standard "
+                  "error in dB; clips the reference wins / clips with the metric):", "",
+                  "| model | " + " | ".join(PAIRED_KEYS) + " |", "|---|" + "---|" * len(PAIRED_KEYS)]
+        for name, row in pairs["models"].items():
+            cells = [f"{_fmt(r['mean'])} ± {_fmt(r['se'])} ({r['better']}/{r['n']})" if r["n"] else "-"
+                     for r in (row[k] for k in PAIRED_KEYS)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if result.get("long"):
         lg = result["long"]
         first = next(iter(lg["models"].values()))
@@ -511,6 +521,35 @@ def markdown_table(result: dict) -> str:
                          + f" | {_fmt(m['psnr_drop_db'])} | {_fmt(m['contrast_drift'])} | "
                          f"{_fmt(m['sharpness_drift'])} | {'yes' if m['collapsed'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+PAIRED_KEYS = ("occluded_psnr", "hand_psnr", "psnr")
+
+
+def paired_differences(result: dict, keys: Sequence[str] = PAIRED_KEYS) -> dict:
+    """Per-clip paired comparison of every other teacher/student against the first one in ``result``.
+
+    Ablations differ by fractions of a dB, below the spread between clips, so the same clips are compared
+    model against model. Returns ``{reference, models: {name: {key: {mean, se, n, better}}}}``: the mean
+    per-clip difference (reference minus model; positive = the reference is better), its standard error,
+    the clips where both have the metric and how many the reference wins; empty without two such models.
+    """
+    names = [k for k, m in result["models"].items() if m["kind"] in ("teacher", "student")]
+    if len(names) < 2:
+        return {}
+    ref = result["models"][names[0]]["per_clip"]
+    out: dict[str, Any] = {"reference": names[0], "models": {}}
+    for name in names[1:]:
+        other = result["models"][name]["per_clip"]
+        row = {}
+        for key in keys:
+            d = np.array([a[key] - b[key] for a, b in zip(ref, other, strict=True)
+                          if a.get(key) is not None and b.get(key) is not None], np.float64)
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+            row[key] = {"mean": float(d.mean()) if len(d) else None, "se": se, "n": int(len(d)),
+                        "better": int((d > 0).sum())}
+        out["models"][name] = row
+    return out
 
 
 def _strip_curves(obj: Any) -> Any:
@@ -643,6 +682,7 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
         result["long"] = None
         log.info("long rollouts skipped: no student given")
     result["outputs"] = outputs
+    result["paired"] = paired_differences(result)
     result["seconds"] = time.perf_counter() - t_start
     result = _strip_curves(result)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
