@@ -178,9 +178,11 @@ def test_paired_differences_compare_the_same_clips():
     themselves differ by several dB; clips without occlusion are left out of that metric only."""
     from hand2world.eval.evaluate import paired_differences
 
-    base = [{"psnr": 15.0 + 3 * i, "hand_psnr": 12.0 + i, "occluded_psnr": None if i == 0 else 10.0 + i}
-            for i in range(4)]
+    base = [{"psnr": 15.0 + 3 * i, "hand_psnr": 12.0 + i, "occluded_psnr": None if i == 0 else 10.0 + i,
+             "camera_err_deg": 1.0 + i} for i in range(4)]
     worse = [{k: (None if v is None else v - 0.5) for k, v in c.items()} for c in base]
+    for c in worse:
+        c["camera_err_deg"] += 1.0  # errors: higher is worse
     mixed = [{**c, "psnr": c["psnr"] + (0.2 if i % 2 else -0.2)} for i, c in enumerate(base)]
     result = {"models": {"repeat scene": {"kind": "baseline", "per_clip": base},
                          "student": {"kind": "student", "per_clip": base},
@@ -191,6 +193,7 @@ def test_paired_differences_compare_the_same_clips():
     w = p["models"]["worse"]
     assert w["psnr"]["mean"] == pytest.approx(0.5) and w["psnr"]["se"] == pytest.approx(0.0, abs=1e-12)
     assert w["psnr"]["better"] == 4 and w["occluded_psnr"]["n"] == 3
+    assert w["camera_err_deg"]["mean"] == pytest.approx(0.5) and w["camera_err_deg"]["better"] == 4
     m = p["models"]["mixed"]["psnr"]
     assert m["mean"] == pytest.approx(0.0) and m["better"] == 2 and m["se"] > 0.1
     assert paired_differences({"models": {"student": {"kind": "student", "per_clip": base}}}) == {}

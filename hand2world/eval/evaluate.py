@@ -500,8 +500,9 @@ def markdown_table(result: dict) -> str:
               f"LPIPS: {result['lpips']}. FVD: {result['fvd']}."]
     pairs = result.get("paired") or {}
     if pairs:
-        lines += ["", f"Paired per clip against `{pairs['reference']}` (reference minus model, mean ± standard "
-                  "error in dB; clips the reference wins / clips with the metric):", "",
+        lines += ["", f"Paired per clip against `{pairs['reference']}` (mean ± standard error; positive = "
+                  "the reference is better: PSNRs in dB, camera error in degrees; clips the reference wins / "
+                  "clips with the metric):", "",
                   "| model | " + " | ".join(PAIRED_KEYS) + " |", "|---|" + "---|" * len(PAIRED_KEYS)]
         for name, row in pairs["models"].items():
             cells = [f"{_fmt(r['mean'])} ± {_fmt(r['se'])} ({r['better']}/{r['n']})" if r["n"] else "-"
@@ -523,7 +524,8 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-PAIRED_KEYS = ("occluded_psnr", "hand_psnr", "psnr")
+PAIRED_KEYS = ("occluded_psnr", "hand_psnr", "psnr", "camera_err_deg")
+LOWER_IS_BETTER = frozenset({"camera_err_deg", "flicker", "lpips"})
 
 
 def paired_differences(result: dict, keys: Sequence[str] = PAIRED_KEYS) -> dict:
@@ -531,8 +533,9 @@ def paired_differences(result: dict, keys: Sequence[str] = PAIRED_KEYS) -> dict:
 
     Ablations differ by fractions of a dB, below the spread between clips, so the same clips are compared
     model against model. Returns ``{reference, models: {name: {key: {mean, se, n, better}}}}``: the mean
-    per-clip difference (reference minus model; positive = the reference is better), its standard error,
-    the clips where both have the metric and how many the reference wins; empty without two such models.
+    per-clip difference signed so that positive = the reference is better (reference minus model for PSNR,
+    model minus reference for errors such as ``camera_err_deg``), its standard error, the clips where both
+    have the metric and how many the reference wins; empty without two such models.
     """
     names = [k for k, m in result["models"].items() if m["kind"] in ("teacher", "student")]
     if len(names) < 2:
@@ -543,7 +546,8 @@ def paired_differences(result: dict, keys: Sequence[str] = PAIRED_KEYS) -> dict:
         other = result["models"][name]["per_clip"]
         row = {}
         for key in keys:
-            d = np.array([a[key] - b[key] for a, b in zip(ref, other, strict=True)
+            sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+            d = np.array([sign * (a[key] - b[key]) for a, b in zip(ref, other, strict=True)
                           if a.get(key) is not None and b.get(key) is not None], np.float64)
             se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
             row[key] = {"mean": float(d.mean()) if len(d) else None, "se": se, "n": int(len(d)),
