@@ -197,7 +197,7 @@ class VisualOdometry:
         self._next_id = 0
         self._obs: list[tuple[np.ndarray, np.ndarray]] = []  # per frame: (track ids, pixel positions)
         self._solved: dict | None = None
-        self._ba_inputs: tuple = ()  # (K, frames, point, uv, depth) of the last solve (explain)
+        self._ba_inputs: tuple = ()  # (K, frames, point, uv, depth) of the last solve
         self._rot_only: list[np.ndarray] = [np.eye(3)]  # per frame: the rotation-only model against its keyframe
         self._last_rot = np.eye(3)
         self._tested = np.zeros(0, np.int32)  # per track id: epipolar tests and rejections (_epipolar_check)
@@ -433,14 +433,12 @@ class VisualOdometry:
         _, point = np.unique(ids, return_inverse=True)
         K = self.K.copy()
         K[:2] *= self._scale
+        self._ba_inputs = (K, frames, point, uv, depth)
         outs = []
         for init in self.config.ba_inits:  # multi-start
             seed, _, direction = init.partition("-")
             c2w0 = self.rotation_c2w() if seed == "rotation" else self.chained_c2w(depth).astype(np.float64)
-            w2c0 = np.linalg.inv(c2w0)
-            out = incremental_bundle(w2c0[:, :3, :3], w2c0[:, :3, 3], K, frames, point, uv, depth, self.config.ba,
-                                     reverse=direction == "reversed")
-            out["cost"] = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
+            out = self._adjust(np.linalg.inv(c2w0), reverse=direction == "reversed")
             out["init"] = init
             log.debug("odometry: bundle from %s poses: cost %.1f, rms %.2f px", init, out["cost"], out["rms_px"])
             outs.append(out)
@@ -451,22 +449,34 @@ class VisualOdometry:
         # about as well (a chain that went astray costs 1.5-10x more and is worse than any adjustment)
         chained = self.chained_c2w(depth).astype(np.float64)
         gap = _max_window_gap(np.linalg.inv(w2c), chained, 16)
-        used, chained_cost = "bundle", None
+        used, chained_cost, kept_cost = "bundle", None, out["cost"]
         if gap > self.config.fallback_deg:  # ... unless they explain the tracks clearly worse (the same common cost)
             w2c_ch = np.linalg.inv(chained)
-            chained_cost = trajectory_cost(w2c_ch[:, :3, :3], w2c_ch[:, :3, 3], K, frames, point, uv, depth,
-                                           self.config.ba)
+            chained_cost = self._common_cost(w2c_ch)
             if chained_cost <= (1.0 + self.config.fallback_cost_margin) * out["cost"]:
                 log.info("odometry: bundle adjustment departs %.1f deg from the chained poses, which explain the "
                          "tracks as well; keeping the chained ones", gap)
-                used, w2c = "chained", w2c_ch
+                used, w2c, kept_cost = "chained", w2c_ch, chained_cost
         self.solve_ms = (time.perf_counter() - t0) * 1000
-        self._ba_inputs = (K, frames, point, uv, depth)
         self._solved = {"depth": depth, "c2w": np.linalg.inv(w2c), "rms_px": out["rms_px"], "points": out["points"],
                         "used": used, "gap_deg": gap, "init": out["init"], "cost": out["cost"],
-                        "chained_cost": chained_cost,
+                        "chained_cost": chained_cost, "kept_cost": kept_cost,
                         "observations": int(out["inliers"].sum())}
         return self._solved
+
+    def _common_cost(self, w2c: np.ndarray) -> float:
+        """``trajectory_cost`` of world-to-camera poses ``[T, 4, 4]`` over the last solve's tracks."""
+        K, frames, point, uv, depth = self._ba_inputs
+        return trajectory_cost(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
+
+    def _adjust(self, w2c: np.ndarray, reverse: bool = False) -> dict:
+        """The incremental bundle adjustment over the last solve's tracks, started from ``w2c [T, 4, 4]``;
+        its result gets ``cost`` (``_common_cost`` of the adjusted poses)."""
+        K, frames, point, uv, depth = self._ba_inputs
+        out = incremental_bundle(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba,
+                                 reverse=reverse)
+        out["cost"] = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
+        return out
 
     @property
     def solved(self) -> dict | None:
@@ -478,18 +488,14 @@ class VisualOdometry:
 
         ``c2w [T, 4, 4]``: camera-to-world with the first camera as world and translations in the solve's
         scale (metres at the hand-prior depth). Returns ``cost`` (the common robust cost of these poses,
-        points refitted; the kept solution's is ``solved["cost"]``, or ``solved["chained_cost"]`` when the
-        chained poses were kept) and ``refined_cost`` / ``refined_c2w``
-        (the same adjustment as the solve, started from these poses), or None without a solve.
+        points refitted; the kept solution's is ``solved["kept_cost"]``) and ``refined_cost`` /
+        ``refined_c2w`` (the same adjustment as the solve, started from these poses), or None without a solve.
         """
         if self._solved is None:
             return None
-        K, frames, point, uv, depth = self._ba_inputs
         w2c = np.linalg.inv(np.asarray(c2w, np.float64))
-        cost = trajectory_cost(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
-        out = incremental_bundle(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, depth, self.config.ba)
-        refined = trajectory_cost(out["R"], out["t"], K, frames, point, uv, depth, self.config.ba)
-        return {"cost": cost, "refined_cost": refined, "refined_c2w": _c2w(out)}
+        out = self._adjust(w2c)
+        return {"cost": self._common_cost(w2c), "refined_cost": out["cost"], "refined_c2w": _c2w(out)}
 
     def c2w(self, scene_depth: float = 0.5) -> np.ndarray:
         """``[T, 4, 4]`` camera-to-world (world = first camera), translation scaled to ``scene_depth`` m.

@@ -88,7 +88,7 @@ def diagnose_camera(ann, c2w_true: np.ndarray, rot_deg: list[float], tol_deg: fl
         return None
     truth = np.linalg.inv(c2w_true[0]) @ c2w_true
     got = vo.explain(truth)
-    kept = solved["chained_cost"] if solved["used"] == "chained" else solved["cost"]
+    kept = solved["kept_cost"]
     refined_err = camera_errors(got["refined_c2w"], c2w_true)["rot_deg"]
     if max(rot_deg, default=0.0) <= tol_deg:
         verdict = "ok"
