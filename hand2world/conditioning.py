@@ -54,6 +54,7 @@ class ControlConfig:
     fit_sigma_world: float = 0.005  # fit: metres per unit 3-D residual (larger trusts the image landmarks more)
     fit_sigma_image: float = 2.0  # fit: pixels (of this output size) per unit reprojection residual
     fit_refine_iters: int | None = None  # fit: warm-started 3-D + 2-D iterations (None: fit_landmarks' default)
+    fit_shape_prior: float = 0.3  # fit: weight of the shape prior (fit_landmarks)
 
 
 @dataclass
@@ -131,7 +132,8 @@ class ControlPipeline:
             init = self._poses.get(side)
             pose = fit_landmarks(self.models[side], torch.from_numpy(world)[None], torch.from_numpy(image)[None],
                                  torch.from_numpy(self.K), init=init, refine_iters=c.fit_refine_iters,
-                                 sigma_world=c.fit_sigma_world, sigma_image=c.fit_sigma_image)
+                                 sigma_world=c.fit_sigma_world, sigma_image=c.fit_sigma_image,
+                                 shape_prior=c.fit_shape_prior)
             self._poses[side] = pose.detach()
             with torch.no_grad():
                 frame.meshes.append(self.models[side](pose))

@@ -18,6 +18,10 @@ Design choices:
   rescaled so the points' median depth (in their first observing camera) stays ``depth``, which
   leaves every residual unchanged. Points without parallax (pure rotation) keep the depth they
   were given, held by the damping.
+- Motion prior (optional, ``step_sigma``, ``turn_sigma_deg``; the odometry sets them per frame from
+  per-second values): Gaussian residuals on each camera-centre step ``c_f - c_(f-1)`` and on each change
+  of the frame-to-frame rotation, added to the pose block of the normal equations and to every cost
+  (also ``trajectory_cost``, so the multi-start compares solutions under the same prior).
 - Outliers (points on undetected hands, their shadows, moved objects, occlusion T-junctions that
   slide with parallax): after a first solve, observations above ``outlier_px`` are dropped,
   tracks left shorter than ``min_track`` go entirely, and the problem is solved again.
@@ -55,6 +59,9 @@ class BundleConfig:
     grow_rounds: int = 1  # rounds and iterations of the intermediate solves
     grow_iterations: int = 6
     min_pnp: int = 12  # points a frame needs for PnP (else it starts from the previous frame's pose)
+    step_sigma: float = 0.0  # motion prior (Gaussian): camera-centre step between consecutive frames, in
+    # units of the scene depth per frame ...
+    turn_sigma_deg: float = 0.0  # ... and change of the frame-to-frame rotation, degrees per frame^2 (0: off)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -121,6 +128,66 @@ def _cost(r: np.ndarray, valid: np.ndarray, keep: np.ndarray, scale: float) -> f
     return float(np.sum(0.5 * scale ** 2 * np.log1p((e / scale) ** 2)) + scale ** 2 * 5 * np.sum(~valid & keep))
 
 
+def _centres(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Camera centres ``[F, 3]`` of world-to-camera poses (``c = -R^T t``)."""
+    return -np.einsum("fji,fj->fi", R, t)
+
+
+def _log(R: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``[N, 3, 3]`` -> rotation vectors ``[N, 3]`` (angles below pi)."""
+    cos = np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
+    th = np.arccos(cos)
+    v = np.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], 1)
+    return v * np.where(th > 1e-8, th / (2 * np.sin(np.maximum(th, 1e-8))), 0.5)[:, None]
+
+
+def _motion_terms(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> list[tuple[np.ndarray, list]]:
+    """The motion prior's residuals, each ``(r [3], [(frame, J [3, 6]), ...])`` with ``J = dr / d(pose)``.
+
+    ``step``: camera-centre step ``(c_f - c_(f-1)) / step``; with the update ``R <- exp(d) R, t <- t + dt``
+    the centre moves by ``-R^T [t]x d - R^T dt``. ``turn``: change of the frame-to-frame rotation
+    ``(w_(f+1) - w_f) / turn`` with ``w_f = log(R_f R_(f-1)^T)``, which moves by ``d_f - Q_f d_(f-1)``
+    (``Q_f = R_f R_(f-1)^T``; the log's Jacobian taken as identity: the steps are small). 0 disables a term.
+    """
+    terms: list[tuple[np.ndarray, list]] = []
+    F = len(R)
+    if step > 0 and F >= 2:
+        Rt = R.transpose(0, 2, 1)
+        J = np.concatenate([-Rt @ _skew(t), -Rt], axis=2) / step
+        r = np.diff(_centres(R, t), axis=0) / step
+        terms += [(r[f - 1], [(f, J[f]), (f - 1, -J[f - 1])]) for f in range(1, F)]
+    if turn > 0 and F >= 3:
+        Q = R[1:] @ R[:-1].transpose(0, 2, 1)  # Q[f - 1] = R_f R_(f-1)^T
+        w = _log(Q)
+        eye, z = np.eye(3), np.zeros((3, 3))
+
+        def rot(m: np.ndarray) -> np.ndarray:
+            return np.concatenate([m, z], axis=1) / turn
+
+        for f in range(1, F - 1):
+            terms.append(((w[f] - w[f - 1]) / turn,
+                          [(f + 1, rot(eye)), (f, rot(-Q[f] - eye)), (f - 1, rot(Q[f - 1]))]))
+    return terms
+
+
+def _motion_cost(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> float:
+    """The motion prior's cost ``0.5 sum |r|^2`` (``_motion_terms``)."""
+    return float(sum(0.5 * r @ r for r, _ in _motion_terms(R, t, step, turn)))
+
+
+def _add_motion_prior(U: np.ndarray, g: np.ndarray, R: np.ndarray, t: np.ndarray, free: np.ndarray,
+                      col: np.ndarray, step: float, turn: float) -> None:
+    """Add the motion prior's Gauss-Newton terms to the pose block ``U [6n, 6n]`` and gradient ``g [6n]``
+    (in place; frames not ``free`` contribute nothing)."""
+    for r, blocks in _motion_terms(R, t, step, turn):
+        blocks = [(f, J) for f, J in blocks if free[f]]
+        for a, Ja in blocks:
+            ia = slice(col[a], col[a] + 6)
+            g[ia] += Ja.T @ r
+            for b, Jb in blocks:
+                U[ia, col[b]:col[b] + 6] += Ja.T @ Jb
+
+
 def _weights(e: np.ndarray, scale: float) -> np.ndarray:
     """IRLS weights of the Cauchy loss for residual norms ``e``."""
     return 1.0 / (1.0 + (e / scale) ** 2)
@@ -169,6 +236,7 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
     uv = uv.astype(np.float64)
     free = np.arange(F) > 0 if free is None else np.asarray(free, bool).copy()
     gauge = not free[0] and free[1:].all()  # only frame 0 fixed: the scale is ours to hold
+    prior = (c.step_sigma * depth, np.radians(c.turn_sigma_deg))  # the motion prior, in the solve's units
     n_obs = np.bincount(point, minlength=0 if X is None else len(X))
     P_n = len(n_obs)
     keep = n_obs[point] >= c.min_track
@@ -202,7 +270,7 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
     for rnd in range(max(1, rounds)):
         lam = c.lm_init
         r, P, valid = _residuals(R, t, X, K, frames, point, uv)
-        cost = _cost(r, valid, keep, c.loss_px)
+        cost = _cost(r, valid, keep, c.loss_px) + _motion_cost(R, t, *prior)
         for _ in range(iterations):
             idx = np.flatnonzero(valid & keep)
             if idx.size < 6:
@@ -232,6 +300,8 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
             for f in np.flatnonzero(free):
                 U[col[f]:col[f] + 6, col[f]:col[f] + 6] = Up[f]
             gp_flat, gl_flat = gp[free].ravel(), gl.ravel()
+            if any(prior):
+                _add_motion_prior(U, gp_flat, R, t, free, col, *prior)
             dU, dV = np.diag(U).copy(), np.einsum("pii->pi", V)
             accepted = False
             for _try in range(8):
@@ -254,11 +324,11 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
                 t_new[free] = t[free] + dpose[:, 3:]  # P = exp(d) R X + t: the rotation update leaves t alone
                 X_new = X + dX
                 r_new, _, valid_new = _residuals(R_new, t_new, X_new, K, frames, point, uv)
-                if _cost(r_new, valid_new, keep, c.loss_px) < cost:
+                if _cost(r_new, valid_new, keep, c.loss_px) + _motion_cost(R_new, t_new, *prior) < cost:
                     t_new, X_new = rescale(t_new, X_new, keep & valid_new)
                     R, t, X = R_new, t_new, X_new
                     r, P, valid = _residuals(R, t, X, K, frames, point, uv)
-                    cost = _cost(r, valid, keep, c.loss_px)
+                    cost = _cost(r, valid, keep, c.loss_px) + _motion_cost(R, t, *prior)
                     lam = max(lam / 3, 1e-7)
                     accepted = True
                     break
@@ -363,4 +433,5 @@ def trajectory_cost(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndar
                         iterations=config.grow_iterations)
     r, _, valid = _residuals(R, t, out["X"], K, frames, point, uv)
     keep = np.bincount(point)[point] >= config.min_track
-    return _cost(r, valid, keep, config.loss_px)
+    return _cost(r, valid, keep, config.loss_px) + _motion_cost(R, t, config.step_sigma * depth,
+                                                                np.radians(config.turn_sigma_deg))
