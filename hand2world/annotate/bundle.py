@@ -141,51 +141,54 @@ def _log(R: np.ndarray) -> np.ndarray:
     return v * np.where(th > 1e-8, th / (2 * np.sin(np.maximum(th, 1e-8))), 0.5)[:, None]
 
 
-def _motion_terms(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> list[tuple[np.ndarray, list]]:
-    """The motion prior's residuals, each ``(r [3], [(frame, J [3, 6]), ...])`` with ``J = dr / d(pose)``.
+def _motion_terms(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> list[tuple[np.ndarray, ...]]:
+    """The motion prior's residuals in groups ``(r [M, 3], frames [M, k], J [M, k, 3, 6])``: residual ``m``
+    depends on the poses ``frames[m]`` through ``J[m] = dr / d(pose)``.
 
     ``step``: camera-centre step ``(c_f - c_(f-1)) / step``; with the update ``R <- exp(d) R, t <- t + dt``
     the centre moves by ``-R^T [t]x d - R^T dt``. ``turn``: change of the frame-to-frame rotation
     ``(w_(f+1) - w_f) / turn`` with ``w_f = log(R_f R_(f-1)^T)``, which moves by ``d_f - Q_f d_(f-1)``
     (``Q_f = R_f R_(f-1)^T``; the log's Jacobian taken as identity: the steps are small). 0 disables a term.
     """
-    terms: list[tuple[np.ndarray, list]] = []
+    terms: list[tuple[np.ndarray, ...]] = []
     F = len(R)
     if step > 0 and F >= 2:
         Rt = R.transpose(0, 2, 1)
-        J = np.concatenate([-Rt @ _skew(t), -Rt], axis=2) / step
-        r = np.diff(_centres(R, t), axis=0) / step
-        terms += [(r[f - 1], [(f, J[f]), (f - 1, -J[f - 1])]) for f in range(1, F)]
+        J = np.concatenate([-Rt @ _skew(t), -Rt], axis=2) / step  # [F, 3, 6]: d c_f / d(pose f)
+        f = np.arange(1, F)
+        terms.append((np.diff(_centres(R, t), axis=0) / step, np.stack([f, f - 1], 1),
+                      np.stack([J[1:], -J[:-1]], 1)))
     if turn > 0 and F >= 3:
         Q = R[1:] @ R[:-1].transpose(0, 2, 1)  # Q[f - 1] = R_f R_(f-1)^T
         w = _log(Q)
-        eye, z = np.eye(3), np.zeros((3, 3))
-
-        def rot(m: np.ndarray) -> np.ndarray:
-            return np.concatenate([m, z], axis=1) / turn
-
-        for f in range(1, F - 1):
-            terms.append(((w[f] - w[f - 1]) / turn,
-                          [(f + 1, rot(eye)), (f, rot(-Q[f] - eye)), (f - 1, rot(Q[f - 1]))]))
+        f = np.arange(1, F - 1)
+        J = np.zeros((F - 2, 3, 3, 6))
+        J[:, 0, :, :3] = np.eye(3)
+        J[:, 1, :, :3] = -Q[1:] - np.eye(3)
+        J[:, 2, :, :3] = Q[:-1]
+        terms.append((np.diff(w, axis=0) / turn, np.stack([f + 1, f, f - 1], 1), J / turn))
     return terms
 
 
 def _motion_cost(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> float:
     """The motion prior's cost ``0.5 sum |r|^2`` (``_motion_terms``)."""
-    return float(sum(0.5 * r @ r for r, _ in _motion_terms(R, t, step, turn)))
+    return float(sum(0.5 * np.sum(r * r) for r, _, _ in _motion_terms(R, t, step, turn)))
 
 
 def _add_motion_prior(U: np.ndarray, g: np.ndarray, R: np.ndarray, t: np.ndarray, free: np.ndarray,
                       col: np.ndarray, step: float, turn: float) -> None:
     """Add the motion prior's Gauss-Newton terms to the pose block ``U [6n, 6n]`` and gradient ``g [6n]``
-    (in place; frames not ``free`` contribute nothing)."""
-    for r, blocks in _motion_terms(R, t, step, turn):
-        blocks = [(f, J) for f, J in blocks if free[f]]
-        for a, Ja in blocks:
-            ia = slice(col[a], col[a] + 6)
-            g[ia] += Ja.T @ r
-            for b, Jb in blocks:
-                U[ia, col[b]:col[b] + 6] += Ja.T @ Jb
+    (in place, ordered as ``col``; frames not ``free`` contribute nothing)."""
+    F = len(R)
+    blocks, grad = np.zeros((F, F, 6, 6)), np.zeros((F, 6))
+    for r, frames, J in _motion_terms(R, t, step, turn):
+        np.add.at(grad, frames, np.einsum("mkij,mi->mkj", J, r))
+        np.add.at(blocks, (frames[:, :, None], frames[:, None, :]), np.einsum("maij,mbik->mabjk", J, J))
+    idx = np.flatnonzero(free)
+    order = idx[np.argsort(col[idx])]
+    n = len(order)
+    g += grad[order].ravel()
+    U += blocks[np.ix_(order, order)].transpose(0, 2, 1, 3).reshape(6 * n, 6 * n)
 
 
 def _weights(e: np.ndarray, scale: float) -> np.ndarray:
