@@ -413,3 +413,20 @@ def test_offline_fit_follows_image_landmarks_over_wrong_3d_ones():
     fitted = out["joints3d"][:, 1].astype(np.float64)
     assert abs(np.median(hand_size(fitted) / hand_size(truth)) - 1) < 0.025
     assert np.median(np.abs(fitted[:, 0, 2] - truth[:, 0, 2])) < 0.008
+
+
+def test_annotate_cli_head_speed_sets_the_motion_prior():
+    """`hand2world annotate --head-speed` reaches the odometry's motion prior (0 switches it off); without
+    the flag the default prior stands."""
+    from hand2world.annotate.camera import OdometryConfig, VisualOdometry
+    from hand2world.annotate.cli import _config
+    from hand2world.cli import build_parser
+
+    base = ["annotate", "video.mp4", "--out", "clips"]
+    assert _config(build_parser().parse_args(base)).odometry == OdometryConfig()
+    cfg = _config(build_parser().parse_args(base + ["--head-speed", "0.3"]))
+    assert cfg.odometry.head_speed == 0.3
+    vo = VisualOdometry(np.eye(3), cfg.odometry, fps=30.0)
+    assert vo._bundle.step_sigma == pytest.approx(0.01)  # per frame at the video's rate
+    off = VisualOdometry(np.eye(3), _config(build_parser().parse_args(base + ["--head-speed", "0"])).odometry)
+    assert off._bundle.step_sigma == 0.0
