@@ -38,8 +38,9 @@ Design choices:
   On synthetic ground truth the wrong valleys of the rotation/translation ambiguity had the camera travel
   13-44 cm per 16 frames where the head moved 2-4 cm, and frames whose tracks were mostly lost turned
   70-80 deg and back; with the prior, 105 of 132 windows were within 2 deg instead of 101 and the worst
-  window 7.8 deg instead of 28 (docs/annotation.md, "Camera"). The speed is a population prior tuned on
-  the synthetic world's gentle head motion: loosen it (or set 0) for footage that walks or turns fast.
+  window 7.8 deg instead of 28 (docs/annotation.md, "A motion prior in the adjustment"). The speed is a
+  population prior tuned on the synthetic world's gentle head motion: loosen it (``annotate
+  --head-speed``; 0 switches it off) for footage that walks or turns fast.
 - After cleaning, the pipeline re-masks the hands from the cleaned tracks (gaps filled, a lost hand
   held a few frames, twice the dilation) and the keyframe poses and track votes are redone without
   the observations that fall there (``VisualOdometry.remask``).

@@ -72,7 +72,7 @@ class AnnotateConfig:
     # converges more slowly: 6 left the cup video at 2.4 px median, 10 px p95; they stop early once converged)
     fit_shape_prior: float = 1.0  # weight of the fit's shape prior (live: 0.3). The image fixes a hand's
     # proportions, not its size: with the weak 3-D term the shape drifted to hands 10-35 % too small, nearer
-    # the camera (rigid MPJPE 14.3 -> 12.0 mm on 19 synthetic clips; docs/annotation.md, "Hands")
+    # the camera (rigid MPJPE 14.3 -> 12.0 mm on 19 synthetic clips; docs/annotation.md, "A motion prior ...")
     threads: int = 1  # torch threads for the fit (tiny problems: more threads only add contention)
     hand_size: str = "model"  # hand scale: "model" (the hand model's mean shape, a population prior) or
     # "mediapipe" (the median of its metric landmarks: 22 mm rigid MPJPE on synthetic GT against 12 mm)
