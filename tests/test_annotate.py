@@ -281,11 +281,9 @@ def test_bundle_motion_prior_gradient_matches_its_cost():
     R = _exp(np.cumsum(rng.normal(0, 0.05, (F, 3)), axis=0))
     t = rng.normal(0, 0.1, (F, 3))
     free = np.arange(F) > 1
-    col = np.full(F, -1)
-    col[free] = 6 * np.arange(free.sum())
     for prior in [(0.01, 0.0), (0.0, np.radians(2.0)), (0.01, np.radians(2.0))]:
         U, g = np.zeros((6 * free.sum(),) * 2), np.zeros(6 * free.sum())
-        _add_motion_prior(U, g, R, t, free, col, *prior)
+        _add_motion_prior(U, g, R, t, free, *prior)
         d = rng.normal(0, 1e-6, (free.sum(), 6))
         R2, t2 = R.copy(), t.copy()
         R2[free], t2[free] = _exp(d[:, :3]) @ R[free], t[free] + d[:, 3:]

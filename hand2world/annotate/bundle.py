@@ -176,19 +176,29 @@ def _motion_cost(R: np.ndarray, t: np.ndarray, step: float, turn: float) -> floa
 
 
 def _add_motion_prior(U: np.ndarray, g: np.ndarray, R: np.ndarray, t: np.ndarray, free: np.ndarray,
-                      col: np.ndarray, step: float, turn: float) -> None:
+                      step: float, turn: float) -> None:
     """Add the motion prior's Gauss-Newton terms to the pose block ``U [6n, 6n]`` and gradient ``g [6n]``
-    (in place, ordered as ``col``; frames not ``free`` contribute nothing)."""
+    (in place; the ``n`` free frames in frame order, as ``bundle_adjust`` lays them out; frames not ``free``
+    contribute nothing)."""
     F = len(R)
     blocks, grad = np.zeros((F, F, 6, 6)), np.zeros((F, 6))
     for r, frames, J in _motion_terms(R, t, step, turn):
         np.add.at(grad, frames, np.einsum("mkij,mi->mkj", J, r))
         np.add.at(blocks, (frames[:, :, None], frames[:, None, :]), np.einsum("maij,mbik->mabjk", J, J))
     idx = np.flatnonzero(free)
-    order = idx[np.argsort(col[idx])]
-    n = len(order)
-    g += grad[order].ravel()
-    U += blocks[np.ix_(order, order)].transpose(0, 2, 1, 3).reshape(6 * n, 6 * n)
+    g += grad[idx].ravel()
+    U += blocks[np.ix_(idx, idx)].transpose(0, 2, 1, 3).reshape(6 * len(idx), 6 * len(idx))
+
+
+def _prior_scales(config: BundleConfig, depth: float) -> tuple[float, float]:
+    """``(step, turn)`` of the motion prior in the solve's units: scene depths -> its length, degrees -> radians."""
+    return config.step_sigma * depth, float(np.radians(config.turn_sigma_deg))
+
+
+def _objective(r: np.ndarray, valid: np.ndarray, keep: np.ndarray, R: np.ndarray, t: np.ndarray,
+               config: BundleConfig, prior: tuple[float, float]) -> float:
+    """What the adjustment minimises: the robust reprojection cost plus the motion prior's."""
+    return _cost(r, valid, keep, config.loss_px) + _motion_cost(R, t, *prior)
 
 
 def _weights(e: np.ndarray, scale: float) -> np.ndarray:
@@ -239,7 +249,7 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
     uv = uv.astype(np.float64)
     free = np.arange(F) > 0 if free is None else np.asarray(free, bool).copy()
     gauge = not free[0] and free[1:].all()  # only frame 0 fixed: the scale is ours to hold
-    prior = (c.step_sigma * depth, np.radians(c.turn_sigma_deg))  # the motion prior, in the solve's units
+    prior = _prior_scales(c, depth)
     n_obs = np.bincount(point, minlength=0 if X is None else len(X))
     P_n = len(n_obs)
     keep = n_obs[point] >= c.min_track
@@ -273,7 +283,7 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
     for rnd in range(max(1, rounds)):
         lam = c.lm_init
         r, P, valid = _residuals(R, t, X, K, frames, point, uv)
-        cost = _cost(r, valid, keep, c.loss_px) + _motion_cost(R, t, *prior)
+        cost = _objective(r, valid, keep, R, t, c, prior)
         for _ in range(iterations):
             idx = np.flatnonzero(valid & keep)
             if idx.size < 6:
@@ -304,7 +314,7 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
                 U[col[f]:col[f] + 6, col[f]:col[f] + 6] = Up[f]
             gp_flat, gl_flat = gp[free].ravel(), gl.ravel()
             if any(prior):
-                _add_motion_prior(U, gp_flat, R, t, free, col, *prior)
+                _add_motion_prior(U, gp_flat, R, t, free, *prior)
             dU, dV = np.diag(U).copy(), np.einsum("pii->pi", V)
             accepted = False
             for _try in range(8):
@@ -327,11 +337,11 @@ def bundle_adjust(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndarra
                 t_new[free] = t[free] + dpose[:, 3:]  # P = exp(d) R X + t: the rotation update leaves t alone
                 X_new = X + dX
                 r_new, _, valid_new = _residuals(R_new, t_new, X_new, K, frames, point, uv)
-                if _cost(r_new, valid_new, keep, c.loss_px) + _motion_cost(R_new, t_new, *prior) < cost:
+                if _objective(r_new, valid_new, keep, R_new, t_new, c, prior) < cost:
                     t_new, X_new = rescale(t_new, X_new, keep & valid_new)
                     R, t, X = R_new, t_new, X_new
                     r, P, valid = _residuals(R, t, X, K, frames, point, uv)
-                    cost = _cost(r, valid, keep, c.loss_px) + _motion_cost(R, t, *prior)
+                    cost = _objective(r, valid, keep, R, t, c, prior)
                     lam = max(lam / 3, 1e-7)
                     accepted = True
                     break
@@ -436,5 +446,4 @@ def trajectory_cost(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.ndar
                         iterations=config.grow_iterations)
     r, _, valid = _residuals(R, t, out["X"], K, frames, point, uv)
     keep = np.bincount(point)[point] >= config.min_track
-    return _cost(r, valid, keep, config.loss_px) + _motion_cost(R, t, config.step_sigma * depth,
-                                                                np.radians(config.turn_sigma_deg))
+    return _objective(r, valid, keep, R, t, config, _prior_scales(config, depth))
