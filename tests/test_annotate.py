@@ -124,6 +124,32 @@ def test_visual_odometry_static_camera_ignores_moving_objects():
     assert rotation_angle_deg(est[-1, :3, :3]) < 0.2 and np.abs(est[:, :3, 3]).max() < 1e-6
 
 
+
+def _track_errors(config: OdometryConfig) -> np.ndarray:
+    """Track errors (pixels) after 9 frames of a striped image panned by a known shift: ``[tracks]``."""
+    H, W, a = 240, 320, np.radians(25)
+    yy, xx = np.mgrid[0:2 * H, 0:2 * W].astype(np.float32)
+    image = 60 + 120 * (np.sin((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / 18) > 0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    for x, y in zip(rng.integers(40, 2 * W - 60, 12), rng.integers(40, 2 * H - 60, 12), strict=True):
+        image[y:y + 14, x:x + 14] = 20  # a few true corners
+    image = cv2.GaussianBlur(image, (0, 0), 0.8)
+    vo = VisualOdometry(np.array([[300, 0, W / 2], [0, 300, H / 2], [0, 0, 1.0]]), config)
+    step = np.array([0.5 - 1.6 * np.sin(a), 1.6 * np.cos(a)])  # across the stripes and a little along them
+    for t in range(10):
+        M = np.float32([[1, 0, -W / 2 - t * step[0]], [0, 1, -H / 2 - t * step[1]]])
+        vo.step(np.repeat(cv2.warpAffine(image, M, (W, H)).clip(0, 255).astype(np.uint8)[..., None], 3, -1), [])
+    (ids0, p0), (ids1, p1) = vo._obs[0], vo._obs[-1]
+    _, i0, i1 = np.intersect1d(ids0, ids1, return_indices=True)
+    return np.linalg.norm(p1[i1] - p0[i0] + 9 * step, axis=1)
+
+
+def test_visual_odometry_tracks_no_points_that_slide_along_stripes():
+    err = _track_errors(OdometryConfig(bundle=False))
+    assert len(err) >= 10 and err.max() < 0.5, np.sort(err)[-5:]
+    # without the corner test, points on the stripes' edges are tracked, and some slide along them
+    assert _track_errors(OdometryConfig(corner_ratio=0.0, bundle=False)).max() > 2.0
+
 def test_rigid_mpjpe_ignores_rotation_and_translation():
     rng = np.random.default_rng(0)
     gt = rng.normal(0, 0.05, (4, 21, 3))
