@@ -59,7 +59,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from hand2world.annotate.validate import validate_synthetic
 
     result = validate_synthetic(args.out, clips=args.clips, frames=args.frames, size=args.size, seed=args.seed,
-                                noise_px=args.noise_px, noise_m=args.noise_m, arms=args.arms)
+                                noise_px=args.noise_px, noise_m=args.noise_m, arms=args.arms,
+                                true_masks=args.true_masks)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -114,6 +115,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--noise-px", type=float, default=1.0, help="fallback: 2-D landmark noise (pixels)")
     p.add_argument("--noise-m", type=float, default=0.003, help="fallback: 3-D landmark noise (metres)")
     p.add_argument("--arms", action="store_true", help="the synthetic world draws forearms on its hands")
+    p.add_argument("--true-masks", action="store_true",
+                   help="also solve each head-motion clip's camera with the hands masked from the ground truth "
+                        "(the odometry's own accuracy, apart from the hands MediaPipe misses)")
     p.set_defaults(func=_cmd_validate)
 
     def configure(q: argparse.ArgumentParser) -> None:
