@@ -7,7 +7,8 @@ Stages (each with a progress bar, each timed):
    landmarks' hulls masked out (timed separately as ``trajectory``).
 2. ``clean``: tracks with consistent left/right identity, outlier rejection, short-gap
    interpolation and zero-phase smoothing (``tracks``).
-3. ``fit``: per frame, the cleaned landmarks go through the live path's ``ControlPipeline``
+3. ``fit``: per frame, the cleaned landmarks (smoothed over ``fit_smooth`` frames; the odometry's
+   hand masks use the less smoothed ``tracks.sigma``) go through the live path's ``ControlPipeline``
    (warm-started fit of the hand model, control render at clip resolution) with its causal
    One-Euro filter disabled (smoothing already happened, without lag). Open hand model by
    default; ``kind="auto"`` uses MANO when its files are present.
@@ -73,6 +74,9 @@ class AnnotateConfig:
     fit_shape_prior: float = 1.0  # weight of the fit's shape prior (live: 0.3). The image fixes a hand's
     # proportions, not its size: with the weak 3-D term the shape drifted to hands 10-35 % too small, nearer
     # the camera (rigid MPJPE 14.3 -> 12.0 mm on 19 synthetic clips; docs/annotation.md, "A motion prior ...")
+    fit_smooth: float = 2.0  # Gaussian smoothing along time (frames) of the landmarks the fit sees; the hand masks
+    # of the odometry keep ``tracks.sigma`` (1: smoothing lags a fast hand, and its mask with it). 2 frames:
+    # median hand MPJPE over ten synthetic seeds 10.1 mm against 10.6 (1) and 10.2 (3), docs/annotation.md
     threads: int = 1  # torch threads for the fit (tiny problems: more threads only add contention)
     hand_size: str = "model"  # hand scale: "model" (the hand model's mean shape, a population prior) or
     # "mediapipe" (the median of its metric landmarks: 22 mm rigid MPJPE on synthetic GT against 12 mm)
@@ -222,7 +226,9 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
     K_clip = K_in.copy()
     K_clip[0] *= cw / W
     K_clip[1] *= ch / H
-    fitted = fit_tracks(clean, K_clip, (cw, ch), fps, config, input_width=W, kind=kind, mano_dir=mano_dir)
+    fit_in = clean if config.fit_smooth == track_cfg.sigma else clean_tracks(
+        raw, replace(track_cfg, sigma=config.fit_smooth))[0]
+    fitted = fit_tracks(fit_in, K_clip, (cw, ch), fps, config, input_width=W, kind=kind, mano_dir=mano_dir)
     joints3d = fitted["joints3d"]
     timings["fit+render"] = fitted["ms"]
 

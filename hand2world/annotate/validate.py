@@ -187,7 +187,8 @@ def validate_clips(dataset, indices: list[int] | None = None, config: AnnotateCo
             acc["mpjpe_mm"] += list(rigid_mpjpe(est_j, gt_j) * 1000)
             acc["pa_mpjpe_mm"] += list(rigid_mpjpe(est_j, gt_j, scale=True) * 1000)
             acc["mpjpe_abs_mm"] += list(np.linalg.norm(est_j - gt_j, axis=-1).mean(-1) * 1000)
-        fb_tracks, _ = clean_tracks(gt_tracks(clip, noise_px, noise_m, seed=i), cfg.tracks)
+        fb_tracks, _ = clean_tracks(gt_tracks(clip, noise_px, noise_m, seed=i),
+                                    replace(cfg.tracks, sigma=cfg.fit_smooth))  # as the pipeline's fit sees them
         fb = fit_tracks(fb_tracks, clip["K"], (W, H), fps, cfg)
         ok = fb_tracks.valid & truth
         if ok.any():
