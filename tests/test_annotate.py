@@ -124,7 +124,6 @@ def test_visual_odometry_static_camera_ignores_moving_objects():
     assert rotation_angle_deg(est[-1, :3, :3]) < 0.2 and np.abs(est[:, :3, 3]).max() < 1e-6
 
 
-
 def _track_errors(config: OdometryConfig) -> np.ndarray:
     """Track errors (pixels) after 9 frames of a striped image panned by a known shift: ``[tracks]``."""
     H, W, a = 240, 320, np.radians(25)
@@ -149,6 +148,7 @@ def test_visual_odometry_tracks_no_points_that_slide_along_stripes():
     assert len(err) >= 10 and err.max() < 0.5, np.sort(err)[-5:]
     # without the corner test, points on the stripes' edges are tracked, and some slide along them
     assert _track_errors(OdometryConfig(corner_ratio=0.0, bundle=False)).max() > 2.0
+
 
 def test_rigid_mpjpe_ignores_rotation_and_translation():
     rng = np.random.default_rng(0)

@@ -41,7 +41,14 @@ import torch
 from tqdm import tqdm
 
 from hand2world.annotate.camera import OdometryConfig, VisualOdometry
-from hand2world.annotate.tracks import HandTracks, TrackConfig, build_tracks, clean_tracks, mask_landmarks
+from hand2world.annotate.tracks import (
+    HandTracks,
+    TrackConfig,
+    build_tracks,
+    clean_tracks,
+    mask_landmarks,
+    smooth_tracks,
+)
 from hand2world.conditioning import ControlConfig, ControlPipeline
 from hand2world.data import ClipWriter, actions_from
 from hand2world.geometry import intrinsics_from_fov, project
@@ -215,7 +222,8 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
         track_cfg = replace(track_cfg, hand_size_m=float(hand_size(template)))
     elif config.hand_size != "mediapipe":
         raise ValueError(f"hand_size must be 'mediapipe' or 'model', got {config.hand_size!r}")
-    clean, clean_stats = clean_tracks(raw, track_cfg)
+    unsmoothed, clean_stats = clean_tracks(raw, replace(track_cfg, sigma=0.0))
+    clean = smooth_tracks(unsmoothed, track_cfg.sigma)
     t0 = time.perf_counter()
     odo = config.odometry
     size_px = np.array([W, H], np.float32)
@@ -226,8 +234,7 @@ def annotate_frames(frames: Iterable[np.ndarray], fps: float, config: AnnotateCo
     K_clip = K_in.copy()
     K_clip[0] *= cw / W
     K_clip[1] *= ch / H
-    fit_in = clean if config.fit_smooth == track_cfg.sigma else clean_tracks(
-        raw, replace(track_cfg, sigma=config.fit_smooth))[0]
+    fit_in = smooth_tracks(unsmoothed, config.fit_smooth)  # the masks above used the cleaning's own sigma
     fitted = fit_tracks(fit_in, K_clip, (cw, ch), fps, config, input_width=W, kind=kind, mano_dir=mano_dir)
     joints3d = fitted["joints3d"]
     timings["fit+render"] = fitted["ms"]

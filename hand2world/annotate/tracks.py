@@ -43,7 +43,7 @@ from hand2world.render import HAND_BONES
 log = logging.getLogger(__name__)
 
 __all__ = ["HandTracks", "TrackConfig", "build_tracks", "clean_tracks", "hand_size", "mask_landmarks",
-           "smooth_segments"]
+           "smooth_segments", "smooth_tracks"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,19 @@ def smooth_segments(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarra
     return out
 
 
+def smooth_tracks(tracks: HandTracks, sigma: float) -> HandTracks:
+    """A copy of ``tracks`` with each side's landmarks smoothed along time (``smooth_segments``), zero where
+    absent: the last step of ``clean_tracks``, also applied on its own with another ``sigma``."""
+    out = tracks.copy()
+    for s in range(2):
+        valid = out.valid[:, s]
+        out.image[:, s] = smooth_segments(out.image[:, s], valid, sigma)
+        out.world[:, s] = smooth_segments(out.world[:, s], valid, sigma)
+        out.image[~valid, s] = 0.0
+        out.world[~valid, s] = 0.0
+    return out
+
+
 def clean_tracks(tracks: HandTracks, config: TrackConfig = TrackConfig()) -> tuple[HandTracks, dict]:
     """Reject outliers, drop short segments, interpolate short gaps, smooth (see module docstring).
 
@@ -247,13 +260,8 @@ def clean_tracks(tracks: HandTracks, config: TrackConfig = TrackConfig()) -> tup
                 out.interpolated[p + 1:q, s] = True
                 out.score[p + 1:q, s] = 0.0
                 stats["interpolated"][s] += int(q - p - 1)
-        # 4. smoothing
-        out.image[:, s] = smooth_segments(out.image[:, s], out.valid[:, s], config.sigma)
-        out.world[:, s] = smooth_segments(out.world[:, s], out.valid[:, s], config.sigma)
-        out.image[~out.valid[:, s], s] = 0.0
-        out.world[~out.valid[:, s], s] = 0.0
     log.debug("tracks cleaned over %d frames: %s", T, stats)
-    return out, stats
+    return smooth_tracks(out, config.sigma), stats  # 4. smoothing
 
 
 def mask_landmarks(tracks: HandTracks, hold: int, grow: float = 0.15) -> list[list[np.ndarray]]:
