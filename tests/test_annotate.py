@@ -71,8 +71,10 @@ def test_tracks_long_gaps_stay_empty():
     assert stats["interpolated"] == [0, 0]
 
 
-def _rotation_sequence(frames: int, deg_per_frame: tuple[float, float, float]) -> tuple[list, np.ndarray, np.ndarray]:
-    """A real photo seen by a camera rotating about its centre (exact homographies), with a moving 'hand' patch."""
+def _rotation_sequence(frames: int, deg_per_frame: tuple[float, float, float],
+                       roll: bool = True) -> tuple[list, np.ndarray, np.ndarray]:
+    """A real photo seen by a camera rotating about its centre (exact homographies), with a moving 'hand' patch
+    (its texture shifting every frame with ``roll``, else rigid: trackable)."""
     from skimage import data
 
     src = data.coffee()  # 400 x 600 real tabletop photo
@@ -93,7 +95,7 @@ def _rotation_sequence(frames: int, deg_per_frame: tuple[float, float, float]) -
         Hm = K @ R.T @ np.linalg.inv(Kb)
         img = cv2.warpPerspective(big, Hm, (W, H), flags=cv2.INTER_LINEAR)
         x0, y0 = 30 + 6 * t, 120 + int(20 * np.sin(t))  # an independently moving "hand"
-        img[y0:y0 + 60, x0:x0 + 60] = np.roll(patch, t * 7, axis=1)
+        img[y0:y0 + 60, x0:x0 + 60] = np.roll(patch, t * 7, axis=1) if roll else patch
         lm = np.stack(np.meshgrid(np.linspace(x0, x0 + 59, 7), np.linspace(y0, y0 + 59, 3)), -1).reshape(21, 2)
         out.append(img)
         hands.append(lm)
@@ -390,6 +392,45 @@ def test_visual_odometry_remask_drops_late_found_hands():
     errs = camera_errors(vo.c2w(), c2w_gt)["rot_deg"]
     assert max(errs) < 0.5, errs
     assert vo.remask([[] for _ in seq], dilate=0.25) == 0
+
+
+def test_visual_odometry_remask_drops_whole_tracks_seen_on_a_hand():
+    """A hand found in a few frames only: the tracks seen on it there are dropped in every frame, also where
+    the hand was missed (``track_mask_dilate``); with it disabled they stay outside the found frames."""
+    seq, _, K = _rotation_sequence(20, (0.2, 0.4, 0.0), roll=False)
+    found = range(8, 12)
+    hands = [[lm] if t in found else [] for t, (_, lm) in enumerate(seq)]
+    left = {}
+    for dilate in (0.0, -1.0):
+        vo = VisualOdometry(K, OdometryConfig(track_mask_dilate=dilate))
+        for rgb, _ in seq:
+            vo.step(rgb, [])
+        on_patch = set()  # tracks inside the patch where it was found, before remasking
+        for t in found:
+            ids, pts = vo._obs[t]
+            lo, hi = seq[t][1].min(0), seq[t][1].max(0)
+            on_patch |= set(ids[((pts >= lo) & (pts <= hi)).all(1)].tolist())
+        assert len(on_patch) >= 5  # the rigid patch is tracked
+        vo.remask(hands, dilate=0.25)
+        left[dilate] = sum(int(np.isin(ids, list(on_patch)).sum()) for ids, _ in vo._obs)
+    assert left[0.0] == 0 and left[-1.0] > 10, left
+
+
+def test_visual_odometry_remask_never_empties_a_frame():
+    """A mask whose dilation would cover the whole frame (a lost hand held and grown) is shrunk to leave at
+    least ``remask_keep`` of the frame's tracks; with 0 the frame is left with none."""
+    seq, _, K = _rotation_sequence(12, (0.2, 0.4, 0.0))
+    H, W = seq[0][0].shape[:2]
+    big = np.stack(np.meshgrid(np.linspace(0, 0.6 * W, 7), np.linspace(0, H - 1, 3)), -1).reshape(21, 2)
+    left = {}
+    for keep in (0.0, 0.3):
+        vo = VisualOdometry(K, OdometryConfig(remask_keep=keep, track_mask_dilate=-1.0))
+        for rgb, _ in seq:
+            vo.step(rgb, [])
+        before = len(vo._obs[6][0])
+        vo.remask([[big] if t == 6 else [] for t in range(len(seq))], dilate=1.0)
+        left[keep] = len(vo._obs[6][0]) / before
+    assert left[0.0] == 0.0 and left[0.3] >= 0.3, left
 
 
 def test_offline_fit_follows_image_landmarks_over_wrong_3d_ones():

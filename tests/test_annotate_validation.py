@@ -21,13 +21,19 @@ def test_synthetic_ground_truth_floors(tmp_path):
     s = result["summary"]
     assert len(result["clips"]) == 2 and all(c["head_moving"] for c in result["clips"])
     assert s["rot_deg"]["n"] == 4 and s["rot_deg"]["max"] <= 2.0, [c["rot_deg"] for c in result["clips"]]
-    assert all(c["odometry"]["bundle"]["used"] == "bundle" for c in result["clips"])
+    # an adjustment runs unless every step was explained by a rotation alone (then the rotation-only chain
+    # stands: clip 1 since the re-mask dilation went from 0.5 to 0.25 hand sizes); where it ran, it was kept
+    solved = [c for c in result["clips"] if "bundle" in c["odometry"]]
+    assert solved and all(c["odometry"]["bundle"]["used"] == "bundle" for c in solved)
+    for c in result["clips"]:
+        if c not in solved:
+            assert c["odometry"]["rotation"] + c["odometry"]["static"] == c["odometry"]["steps"], c["odometry"]
     # the same odometry with the hands masked from the ground truth (not MediaPipe): also within the floor
     assert s["rot_deg_true_masks"]["n"] == 4 and s["rot_windows_within_2deg_true_masks"] == 1.0
     # the diagnosis asks the solved odometry about the true poses: started from them, its adjustment stays
     # within 2 deg and lands in the kept solution's valley (cost within 5 %)
-    assert s["camera_verdicts"] == {"ok": 2}
-    for c in result["clips"]:
+    assert s["camera_verdicts"] == {"ok": len(solved)}
+    for c in solved:
         d = c["camera_diagnosis"]
         assert d["verdict"] == "ok" and max(d["truth_refined_rot_deg"]) <= 2.0, d
         assert d["truth_refined_cost"] <= 1.05 * d["solution_cost"] and d["truth_cost"] > 0, d

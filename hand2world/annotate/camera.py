@@ -46,8 +46,14 @@ Design choices:
   population prior tuned on the synthetic world's gentle head motion: loosen it (``annotate
   --head-speed``; 0 switches it off) for footage that walks or turns fast.
 - After cleaning, the pipeline re-masks the hands from the cleaned tracks (gaps filled, a lost hand
-  held a few frames, twice the dilation) and the keyframe poses and track votes are redone without
-  the observations that fall there (``VisualOdometry.remask``).
+  held a few frames, its mask growing) and the keyframe poses and track votes are redone without the
+  observations that fall there (``VisualOdometry.remask``). Three rules, measured together on synthetic
+  ground truth (12 seeds, 214 windows; docs/annotation.md, "Whole tracks off the hands"): a track seen
+  inside a hand's own outline in any frame goes entirely (``track_mask_dilate``: a point on the hand stays
+  on it where MediaPipe missed the hand; 187 -> 192 windows within 2 deg); a held, grown mask never
+  leaves a frame with less than ``remask_keep`` of its tracks (its dilation is halved down to the outline:
+  frames emptied for 6-7 frames had no pose constraint at all); and the dilation is that of the online
+  mask (``remask_dilate`` 0.25, was 0.5). Together 197 windows.
 - Metric scale (best effort): a monocular trajectory has no scale. The reconstruction's median scene
   depth is set to ``scene_depth`` metres; the pipeline passes the median depth of the fitted hands
   (metric through the hand-size prior), i.e. it assumes the hands work at about the depth of the scene
@@ -104,7 +110,11 @@ class OdometryConfig:
     fallback_cost_margin: float = 0.06  # ... and the chained poses' common robust cost is within this of theirs
     outlier_tracks: float = 0.2  # tracks outside the epipolar consensus more often than this are left out
     bundle: bool = True  # refine the chained poses by bundle adjustment over all tracks
-    remask_dilate: float = 0.5  # after cleaning: mask dilation of the cleaned hand tracks (hand sizes) ...
+    remask_dilate: float = 0.25  # after cleaning: mask dilation of the cleaned hand tracks (hand sizes) ...
+    track_mask_dilate: float = 0.0  # ... and a track inside a hand's outline (this dilation) in any frame is
+    # dropped whole: it sits on the hand also where the hand was missed (negative disables)
+    remask_keep: float = 0.4  # ... halved (down to the outline) where it would leave less than this fraction of
+    # a frame's tracks
     remask_hold: int = 8  # ... a lost hand's last/next landmarks stay masked this many frames, growing
     head_speed: float = 0.08  # motion prior of the adjustment (Gaussian): camera speed, scene depths per second
     # (4 cm/s at 0.5 m; 0 disables) ...
@@ -324,15 +334,31 @@ class VisualOdometry:
             return 0
         h, w = self._prev.shape
         removed = 0
+        on_hand: list[np.ndarray] = []  # tracks seen inside a hand's own outline: on the hand all their life
         for t, hands in enumerate(hands_px[:len(self._obs)]):
             ids, pts = self._obs[t]
             if not hands or not len(ids):
                 continue
-            mask = hand_mask_from_landmarks([p * self._scale for p in hands], h, w, dilate)
+            scaled = [p * self._scale for p in hands]
             xy = np.clip(pts.astype(int), 0, [w - 1, h - 1])
-            keep = mask[xy[:, 1], xy[:, 0]] == 0
+            d = dilate
+            while True:  # a frame left without tracks is unconstrained: shrink its mask rather than empty it
+                mask = hand_mask_from_landmarks(scaled, h, w, d)
+                keep = mask[xy[:, 1], xy[:, 0]] == 0
+                if d <= 0 or keep.sum() >= self.config.remask_keep * len(ids):
+                    break
+                d = d / 2 if d > dilate / 8 else 0.0
+            if self.config.track_mask_dilate >= 0:
+                tight = hand_mask_from_landmarks(scaled, h, w, self.config.track_mask_dilate, arm=False)
+                on_hand.append(ids[tight[xy[:, 1], xy[:, 0]] > 0])
             removed += int((~keep).sum())
             self._obs[t] = (ids[keep], pts[keep])
+        if on_hand:
+            hand_ids = np.unique(np.concatenate(on_hand))
+            for t, (ids, pts) in enumerate(self._obs):
+                keep = ~np.isin(ids, hand_ids)
+                removed += int((~keep).sum())
+                self._obs[t] = (ids[keep], pts[keep])
         if removed:
             self._tested[:] = 0
             self._rejected[:] = 0

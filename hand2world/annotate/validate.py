@@ -131,10 +131,13 @@ def gt_tracks(clip: dict, noise_px: float, noise_m: float, seed: int = 0) -> Han
 
 def true_mask_camera(clip: dict, config: AnnotateConfig, fps: float, scene_depth: float) -> list[float]:
     """Rotation error per 16-frame window (deg) of the pipeline's odometry on a clip's frames with the hands
-    masked from their ground-truth joints (every hand found), at the pipeline's scale ``scene_depth`` (m)."""
+    masked from their ground-truth joints (every hand found; online, then re-masked as the pipeline does),
+    at the pipeline's scale ``scene_depth`` (m)."""
     vo = VisualOdometry(clip["K"], config.odometry, fps=fps)
-    for rgb, joints in zip(clip["video"], clip["joints2d"], strict=True):
-        vo.step(rgb, [j[:, :2] for j in joints if np.isfinite(j).all()])
+    hands = [[j[:, :2] for j in joints if np.isfinite(j).all()] for joints in clip["joints2d"]]
+    for rgb, frame_hands in zip(clip["video"], hands, strict=True):
+        vo.step(rgb, frame_hands)
+    vo.remask(hands, config.odometry.remask_dilate)  # as the pipeline does with its cleaned tracks
     return camera_errors(vo.c2w(scene_depth), clip["c2w"])["rot_deg"]
 
 
