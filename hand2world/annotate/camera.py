@@ -327,7 +327,9 @@ class VisualOdometry:
         The online masks come from each frame's own detections; the pipeline calls this with the
         cleaned tracks (short gaps filled, lost hands held a few frames), so hands missed in single
         frames stop feeding the solver. ``hands_px``: per frame the hands' ``[21, 2]`` pixel landmarks
-        (input resolution); ``dilate``: mask dilation (fraction of the hand's box diagonal).
+        (input resolution); ``dilate``: mask dilation (fraction of the hand's box diagonal), halved in a
+        frame (down to the outline) where it would leave less than ``config.remask_keep`` of its tracks. A
+        track inside a hand's outline (``config.track_mask_dilate``) in any frame goes from every frame.
         Returns the number of observations removed (nothing is redone when none is).
         """
         if self._prev is None:
