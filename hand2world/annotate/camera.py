@@ -343,13 +343,11 @@ class VisualOdometry:
                 continue
             scaled = [p * self._scale for p in hands]
             xy = np.clip(pts.astype(int), 0, [w - 1, h - 1])
-            d = dilate
-            while True:  # a frame left without tracks is unconstrained: shrink its mask rather than empty it
-                mask = hand_mask_from_landmarks(scaled, h, w, d)
+            for shrink in (1.0, 0.5, 0.25, 0.125, 0.0):  # a frame left without tracks is unconstrained:
+                mask = hand_mask_from_landmarks(scaled, h, w, dilate * shrink)  # shrink its mask, never empty it
                 keep = mask[xy[:, 1], xy[:, 0]] == 0
-                if d <= 0 or keep.sum() >= self.config.remask_keep * len(ids):
+                if keep.sum() >= self.config.remask_keep * len(ids):
                     break
-                d = d / 2 if d > dilate / 8 else 0.0
             if self.config.track_mask_dilate >= 0:
                 tight = hand_mask_from_landmarks(scaled, h, w, self.config.track_mask_dilate, arm=False)
                 on_hand.append(ids[tight[xy[:, 1], xy[:, 0]] > 0])
