@@ -152,6 +152,28 @@ def test_visual_odometry_tracks_no_points_that_slide_along_stripes():
     assert _track_errors(OdometryConfig(corner_ratio=0.0, bundle=False)).max() > 2.0
 
 
+def _dim_half_points(config: OdometryConfig) -> tuple[int, int]:
+    """(points in the bright left half, in the dim right half) detected on a frame whose left half is a
+    high-contrast checkerboard and whose right half is a faint texture (a dim wall beside a bright box)."""
+    H, W = 240, 320
+    yy, xx = np.mgrid[0:H, 0:W]
+    image = np.where(((yy // 20 + xx // 20) % 2) == 0, 220.0, 30.0)
+    rng = np.random.default_rng(0)
+    faint = cv2.GaussianBlur(rng.normal(0, 1, (H, W)).astype(np.float32), (0, 0), 3.0)
+    image[:, W // 2:] = 100 + 4 * faint[:, W // 2:] / faint.std()
+    vo = VisualOdometry(np.array([[300, 0, W / 2], [0, 300, H / 2], [0, 0, 1.0]]), config)
+    vo.step(np.repeat(image.clip(0, 255).astype(np.uint8)[..., None], 3, -1), [])
+    x = vo._obs[0][1][:, 0]
+    return int((x < W // 2 - 10).sum()), int((x >= W // 2 + 10).sum())
+
+
+def test_visual_odometry_finds_corners_in_dim_regions():
+    bright, dim = _dim_half_points(OdometryConfig(bundle=False))
+    assert bright >= 50 and dim >= 8 * 4 // 2, (bright, dim)  # the 8 dim cells get their floor (some share it)
+    bright0, dim0 = _dim_half_points(OdometryConfig(bundle=False, grid=1))
+    assert dim0 == 0 and bright0 >= 50, (bright0, dim0)  # one threshold over the frame: the bright half takes all
+
+
 def test_rigid_mpjpe_ignores_rotation_and_translation():
     rng = np.random.default_rng(0)
     gt = rng.normal(0, 0.05, (4, 21, 3))

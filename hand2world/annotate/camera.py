@@ -10,8 +10,12 @@ Design choices:
   A point on a straight edge (a table's stripes, a box's side) is ill-posed for Lucas-Kanade and slides
   along the edge; on synthetic ground truth (hand masks from the true joints) such points were half the
   tracks of striped tables, and leaving them out took the windows within 2 deg from 105 to 120 of 132.
-  Never on a hand: each hand's landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a
-  forearm band from the wrist to the image border, is masked (a track entering the mask is dropped).
+  One threshold over the frame (``quality`` of the strongest corner) leaves a dim wall beside a bright box
+  bare, and the far background fixes rotation best: grid cells holding fewer than ``cell_min`` tracks get
+  corners against their own strongest one (``_sparse_cells``; 197 -> 200 of 214 windows within 2 deg,
+  median 0.38 -> 0.31 deg; docs/annotation.md, "Corners in dim regions"). Never on a hand: each hand's
+  landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a forearm band from the wrist to the
+  image border, is masked (a track entering the mask is dropped).
 - Keyframe poses (the adjustment's seeds and its fallback): each frame against the current keyframe
   (a new one every ``keyframe_every`` frames, on large flow or on track loss). Static test first
   (``static_fraction`` of the points moved < ``static_px``: the camera did not move); otherwise pure
@@ -90,6 +94,9 @@ class OdometryConfig:
     min_distance: int = 8
     corner_ratio: float = 0.1  # new corners need smaller/larger structure-tensor eigenvalue >= this over the
     # tracking window (a point on a straight edge, such as a stripe, slides along it; 0 disables)
+    grid: int = 4  # the frame split into grid x grid cells: where a cell holds fewer than ``cell_min`` tracks,
+    cell_min: int = 6  # more corners are detected against the cell's own strongest one (a dim wall beside a
+    # bright box: one threshold over the frame leaves it bare). grid 1 or cell_min 0 disables
     max_width: int = 640  # frames wider than this are downscaled for odometry
     mask_dilate: float = 0.25  # hand-mask dilation, fraction of the hand's landmark box diagonal
     parallax_px: float = 0.7  # rotation-only model kept below this median residual (pixels)
@@ -258,13 +265,39 @@ class VisualOdometry:
         for x, y in self._cur_pts:
             cv2.circle(mask, (int(x), int(y)), c.min_distance, 0, -1)
         pts = cv2.goodFeaturesToTrack(gray, c.max_corners - len(self._ids), c.quality, c.min_distance, mask=mask)
-        if pts is None:
+        pts = np.zeros((0, 2), np.float32) if pts is None else pts[:, 0].astype(np.float32)
+        if c.grid > 1 and c.cell_min > 0:
+            pts = np.r_[pts, self._sparse_cells(gray, mask, np.r_[self._cur_pts, pts])]
+        if not len(pts):
             return
-        pts = pts[:, 0].astype(np.float32)
         ids = np.arange(self._next_id, self._next_id + len(pts))
         self._next_id += len(pts)
         self._ids = np.r_[self._ids, ids]
         self._cur_pts = np.r_[self._cur_pts, pts].astype(np.float32)
+
+    def _sparse_cells(self, gray: np.ndarray, mask: np.ndarray, have: np.ndarray) -> np.ndarray:
+        """``[N, 2]`` more corners in the grid cells holding fewer than ``cell_min`` of the points ``have``."""
+        c = self.config
+        g = int(c.grid)
+        h, w = gray.shape
+        row = np.clip((have[:, 1] * g / h).astype(int), 0, g - 1)
+        cell = row * g + np.clip((have[:, 0] * g / w).astype(int), 0, g - 1)
+        count = np.bincount(cell, minlength=g * g)
+        found = [np.zeros((0, 2), np.float32)]
+        for k in np.flatnonzero(count < c.cell_min):
+            r, q = divmod(int(k), g)
+            y0, y1, x0, x1 = r * h // g, (r + 1) * h // g, q * w // g, (q + 1) * w // g
+            m = mask[y0:y1, x0:x1].copy()
+            for x, y in have:
+                if x0 - c.min_distance <= x < x1 + c.min_distance and y0 - c.min_distance <= y < y1 + c.min_distance:
+                    cv2.circle(m, (int(x) - x0, int(y) - y0), c.min_distance, 0, -1)
+            if not m.any():
+                continue
+            pts = cv2.goodFeaturesToTrack(gray[y0:y1, x0:x1], c.cell_min - int(count[k]), c.quality, c.min_distance,
+                                          mask=m)
+            if pts is not None:
+                found.append(pts[:, 0] + np.array([x0, y0], np.float32))
+        return np.concatenate(found).astype(np.float32)
 
     def _new_keyframe(self, t: int) -> None:
         self._key, self._key_ids, self._key_pts = t, self._ids.copy(), self._cur_pts.copy()
