@@ -443,7 +443,7 @@ def test_visual_odometry_remask_never_empties_a_frame():
     least ``remask_keep`` of the frame's tracks; with 0 the frame is left with none."""
     seq, _, K = _rotation_sequence(12, (0.2, 0.4, 0.0))
     H, W = seq[0][0].shape[:2]
-    big = np.stack(np.meshgrid(np.linspace(0, 0.6 * W, 7), np.linspace(0, H - 1, 3)), -1).reshape(21, 2)
+    big = np.stack(np.meshgrid(np.linspace(0.1 * W, 0.7 * W, 7), np.linspace(0, H - 1, 3)), -1).reshape(21, 2)
     left = {}
     for keep in (0.0, 0.3):
         vo = VisualOdometry(K, OdometryConfig(remask_keep=keep, track_mask_dilate=-1.0))
