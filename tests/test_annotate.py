@@ -292,6 +292,36 @@ def _head_scene(rng: np.random.Generator, F: int = 33, P: int = 300) -> tuple:
     return K, c2w, np.array(frames), np.array(point), np.array(uv)
 
 
+def test_visual_odometry_solve_pins_blas_threads(monkeypatch):
+    """The adjustment runs with ``config.threads`` BLAS threads whatever the caller's setting: sums in another
+    order can land a borderline solve in another minimum, and a video must give one trajectory."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from hand2world.annotate import camera
+
+    K, _, frames, point, uv = _head_scene(np.random.default_rng(3), F=12, P=120)
+    seen: list[set] = []
+    real = camera.incremental_bundle
+
+    def spy(*args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(camera, "incremental_bundle", spy)
+    results = []
+    for outer in (2, 1):
+        vo = VisualOdometry(K, OdometryConfig(ba_inits=("chained",)))
+        vo._obs = [(point[frames == f], uv[frames == f].astype(np.float32) - 0.5) for f in range(12)]
+        vo.rel = [(0, np.eye(3), np.zeros(3), np.nan, "key")] + [(0, np.eye(3), np.zeros(3), np.nan, "essential")] * 11
+        vo._rot_only = [np.eye(3)] * 12
+        vo._prev = np.zeros((384, 384), np.uint8)
+        with threadpool_limits(limits=outer, user_api="blas"):
+            assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {outer}
+            results.append(vo.solve(0.5)["c2w"])
+    assert seen and all(s == {1} for s in seen), seen
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_bundle_adjustment_separates_rotation_from_translation(reverse):
     """Head-like motion over a 3-D scene (``_head_scene``): started from rotation-only poses with 8 % outliers,

@@ -74,6 +74,7 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hand2world.annotate.bundle import BundleConfig, incremental_bundle, trajectory_cost
 
@@ -126,6 +127,8 @@ class OdometryConfig:
     head_speed: float = 0.08  # motion prior of the adjustment (Gaussian): camera speed, scene depths per second
     # (4 cm/s at 0.5 m; 0 disables) ...
     head_turn_deg: float = 512.0  # ... and angular acceleration, deg/s^2 (both per frame at ``fps``, see _bundle)
+    threads: int = 1  # BLAS threads of the adjustment: the result depends on them (sums in another order can
+    # land a borderline solve in another minimum: 7006/3 2.04 deg with 1, 3.43 with 2), so they are pinned
     ba: BundleConfig = field(default_factory=BundleConfig)
 
 
@@ -494,13 +497,20 @@ class VisualOdometry:
         return np.stack(poses)
 
     def solve(self, depth: float = 1.0) -> dict | None:
-        """Bundle-adjust the chained poses over all tracks (cached until the next ``step``); None when off/too short."""
+        """Bundle-adjust the chained poses over all tracks (cached until the next ``step``); None when off/too short.
+
+        Runs with ``config.threads`` BLAS threads whatever the environment says, so a video gives the same
+        trajectory in every process."""
         if not self.config.bundle or len(self.rel) < 3:
             return None
         if self._solved is not None and self._solved["depth"] == depth:
             return self._solved
         if all(r[4] in ("key", "static", "rotation") for r in self.rel):
             return None  # no step needed translation: the rotation-only poses stand (planar/far scenes are ambiguous)
+        with threadpool_limits(limits=self.config.threads, user_api="blas"):
+            return self._solve(depth)
+
+    def _solve(self, depth: float) -> dict:
         t0 = time.perf_counter()
         frames = np.concatenate([np.full(len(ids), f) for f, (ids, _) in enumerate(self._obs)])
         ids = np.concatenate([ids for ids, _ in self._obs])
@@ -585,8 +595,9 @@ class VisualOdometry:
         if self._solved is None:
             return None
         w2c = np.linalg.inv(np.asarray(c2w, np.float64))
-        out = self._adjust(w2c)
-        return {"cost": self._common_cost(w2c), "refined_cost": out["cost"], "refined_c2w": _c2w(out)}
+        with threadpool_limits(limits=self.config.threads, user_api="blas"):
+            out = self._adjust(w2c)
+            return {"cost": self._common_cost(w2c), "refined_cost": out["cost"], "refined_c2w": _c2w(out)}
 
     def c2w(self, scene_depth: float = 0.5) -> np.ndarray:
         """``[T, 4, 4]`` camera-to-world (world = first camera), translation scaled to ``scene_depth`` m.
