@@ -291,9 +291,10 @@ class VisualOdometry:
             r, q = divmod(int(k), g)
             y0, y1, x0, x1 = r * h // g, (r + 1) * h // g, q * w // g, (q + 1) * w // g
             m = mask[y0:y1, x0:x1].copy()
-            for x, y in have:
-                if x0 - c.min_distance <= x < x1 + c.min_distance and y0 - c.min_distance <= y < y1 + c.min_distance:
-                    cv2.circle(m, (int(x) - x0, int(y) - y0), c.min_distance, 0, -1)
+            d = c.min_distance
+            near = (have[:, 0] >= x0 - d) & (have[:, 0] < x1 + d) & (have[:, 1] >= y0 - d) & (have[:, 1] < y1 + d)
+            for x, y in have[near]:
+                cv2.circle(m, (int(x) - x0, int(y) - y0), d, 0, -1)
             if not m.any():
                 continue
             pts = cv2.goodFeaturesToTrack(gray[y0:y1, x0:x1], c.cell_min - int(count[k]), c.quality, c.min_distance,
