@@ -270,6 +270,8 @@ class VisualOdometry:
         pts = cv2.goodFeaturesToTrack(gray, c.max_corners - len(self._ids), c.quality, c.min_distance, mask=mask)
         pts = np.zeros((0, 2), np.float32) if pts is None else pts[:, 0].astype(np.float32)
         if c.grid > 1 and c.cell_min > 0:
+            for x, y in pts:  # the mask now keeps clear of every point, old and new
+                cv2.circle(mask, (int(x), int(y)), c.min_distance, 0, -1)
             pts = np.r_[pts, self._sparse_cells(gray, mask, np.r_[self._cur_pts, pts])]
         if not len(pts):
             return
@@ -279,7 +281,8 @@ class VisualOdometry:
         self._cur_pts = np.r_[self._cur_pts, pts].astype(np.float32)
 
     def _sparse_cells(self, gray: np.ndarray, mask: np.ndarray, have: np.ndarray) -> np.ndarray:
-        """``[N, 2]`` more corners in the grid cells holding fewer than ``cell_min`` of the points ``have``."""
+        """``[N, 2]`` more corners in the grid cells holding fewer than ``cell_min`` of the points ``have``
+        (``mask``: where corners may go, already clear of ``have`` by ``min_distance``)."""
         c = self.config
         g = int(c.grid)
         h, w = gray.shape
@@ -290,11 +293,7 @@ class VisualOdometry:
         for k in np.flatnonzero(count < c.cell_min):
             r, q = divmod(int(k), g)
             y0, y1, x0, x1 = r * h // g, (r + 1) * h // g, q * w // g, (q + 1) * w // g
-            m = mask[y0:y1, x0:x1].copy()
-            d = c.min_distance
-            near = (have[:, 0] >= x0 - d) & (have[:, 0] < x1 + d) & (have[:, 1] >= y0 - d) & (have[:, 1] < y1 + d)
-            for x, y in have[near]:
-                cv2.circle(m, (int(x) - x0, int(y) - y0), d, 0, -1)
+            m = np.ascontiguousarray(mask[y0:y1, x0:x1])
             if not m.any():
                 continue
             pts = cv2.goodFeaturesToTrack(gray[y0:y1, x0:x1], c.cell_min - int(count[k]), c.quality, c.min_distance,
