@@ -292,6 +292,40 @@ def _head_scene(rng: np.random.Generator, F: int = 33, P: int = 300) -> tuple:
     return K, c2w, np.array(frames), np.array(point), np.array(uv)
 
 
+def _moving_object_scene(seed: int = 1, F: int = 16) -> tuple:
+    """``_head_scene`` with 60 static points plus a dense textured object moving on its own (240 points in a
+    4 cm cube at 0.5 m, sliding 6 cm and turning 29 deg): as a pushed box, most tracks but one region."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    K, c2w, frames, point, uv = _head_scene(rng, F=F, P=60)
+    w2c = np.linalg.inv(c2w)
+    Y = rng.uniform(-0.02, 0.02, (240, 3))
+    obj = []
+    for f in range(F):
+        s = f / (F - 1)
+        Yf = Y @ Rotation.from_rotvec([0, 0.5 * s, 0]).as_matrix().T + np.array([0.08 - 0.06 * s, 0.05, 0.5])
+        px = (Yf @ w2c[f, :3, :3].T + w2c[f, :3, 3]) @ K.T
+        obj.append(px[:, :2] / px[:, 2:] + rng.normal(0, 0.3, (240, 2)))
+    frames = np.r_[frames, np.repeat(np.arange(F), 240)]
+    point = np.r_[point, np.tile(1000 + np.arange(240), F)]
+    return K, c2w, frames, point, np.r_[uv, np.concatenate(obj)]
+
+
+def _solve_tracks(K: np.ndarray, frames: np.ndarray, point: np.ndarray, uv: np.ndarray, config: OdometryConfig,
+                  depth: float = 0.6) -> np.ndarray:
+    """``[F, 4, 4]`` the odometry's bundle solve over given tracks (pixel centres at ``i + 0.5``), started from
+    the identity (no frames tracked: the observations are set directly)."""
+    F = int(frames.max()) + 1
+    vo = VisualOdometry(K, config)
+    vo._obs = [(point[frames == f], uv[frames == f].astype(np.float32) - 0.5) for f in range(F)]
+    vo.rel = [(0, np.eye(3), np.zeros(3), np.nan, "key")] + [(0, np.eye(3), np.zeros(3), np.nan, "essential")] * (F - 1)
+    vo._rot_only = [np.eye(3)] * F
+    vo._prev = np.zeros((384, 384), np.uint8)
+    vo._shape = (384, 384)
+    return vo.solve(depth)["c2w"]
+
+
 def test_visual_odometry_solve_pins_blas_threads(monkeypatch):
     """The adjustment runs with ``config.threads`` BLAS threads whatever the caller's setting: sums in another
     order can land a borderline solve in another minimum, and a video must give one trajectory."""
@@ -310,16 +344,38 @@ def test_visual_odometry_solve_pins_blas_threads(monkeypatch):
     monkeypatch.setattr(camera, "incremental_bundle", spy)
     results = []
     for outer in (2, 1):
-        vo = VisualOdometry(K, OdometryConfig(ba_inits=("chained",)))
-        vo._obs = [(point[frames == f], uv[frames == f].astype(np.float32) - 0.5) for f in range(12)]
-        vo.rel = [(0, np.eye(3), np.zeros(3), np.nan, "key")] + [(0, np.eye(3), np.zeros(3), np.nan, "essential")] * 11
-        vo._rot_only = [np.eye(3)] * 12
-        vo._prev = np.zeros((384, 384), np.uint8)
         with threadpool_limits(limits=outer, user_api="blas"):
             assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {outer}
-            results.append(vo.solve(0.5)["c2w"])
+            results.append(_solve_tracks(K, frames, point, uv, OdometryConfig(ba_inits=("chained",)), 0.5))
     assert seen and all(s == {1} for s in seen), seen
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_visual_odometry_solve_caps_tracks_per_cell():
+    """A dense moving object holding 80 % of the tracks in one region pulls the adjustment off the camera's
+    rotation; with at most ``solve_cap`` tracks per cell it follows the static points spread over the frame."""
+    K, c2w, frames, point, uv = _moving_object_scene()
+    errors = {}
+    for cap in (0, 8):
+        est = _solve_tracks(K, frames, point, uv, OdometryConfig(solve_cap=cap))
+        rel = (est[0, :3, :3].T @ est[-1, :3, :3]).T @ (c2w[0, :3, :3].T @ c2w[-1, :3, :3])
+        errors[cap] = float(rotation_angle_deg(rel))
+    assert errors[8] < 1.0 and errors[0] > 3.0, errors
+
+
+def test_bundle_adjustment_grown_backward_keeps_frame_0_the_world():
+    """Grown backward in time, the solution is re-expressed with frame 0 as the world: its pose is the identity
+    to rounding, also from float32 seeds (rotations orthonormal to ~1e-7 only; transposing instead of
+    inverting left 1e-8 m in the cup video's first pose)."""
+    from hand2world.annotate.bundle import incremental_bundle
+
+    K, c2w, frames, point, uv = _head_scene(np.random.default_rng(5), F=8, P=120)  # one block: seeds kept
+    w2c = np.linalg.inv(c2w)
+    w2c[:, :3, :3] = cv2.Rodrigues(np.array([0.01, -0.02, 0.03]))[0] @ w2c[:, :3, :3]  # frame 0's seed: not I
+    w2c = w2c.astype(np.float32).astype(np.float64)
+    out = incremental_bundle(w2c[:, :3, :3], w2c[:, :3, 3], K, frames, point, uv, 0.6, reverse=True)
+    np.testing.assert_allclose(out["R"][0], np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(out["t"][0], 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -401,8 +401,9 @@ def incremental_bundle(R: np.ndarray, t: np.ndarray, K: np.ndarray, frames: np.n
         out = incremental_bundle(R[::-1], t[::-1], K, last - frames, point, uv, depth, config)
         G = np.eye(4)  # old world (the last frame's camera) -> new world (frame 0's camera)
         G[:3, :3], G[:3, 3] = out["R"][-1], out["t"][-1]
-        R_new = out["R"][::-1] @ G[:3, :3].T
-        t_new = out["t"][::-1] - np.einsum("fij,j->fi", R_new, G[:3, 3])
+        Gi = np.linalg.inv(G)  # not G's transpose: rotations seeded from float32 poses are orthonormal to ~1e-7 only,
+        R_new = out["R"][::-1] @ Gi[:3, :3]  # and frame 0 must come out as the identity exactly
+        t_new = out["t"][::-1] + np.einsum("fij,j->fi", out["R"][::-1], Gi[:3, 3])
         return {**out, "R": R_new, "t": t_new, "X": out["X"] @ G[:3, :3].T + G[:3, 3]}
     c = config
     F = len(R)

@@ -29,7 +29,12 @@ Design choices:
 - Outliers before the adjustment: every keyframe pair's RANSAC essential matrix (the largest rigid
   consensus: the scene) votes on its tracks; tracks outside it more than ``outlier_tracks`` of the
   time (an undetected hand, a hand's shadow, a moved object) are left out: their coherent motion pulls
-  the adjustment into a wrong minimum. The ``max_points`` longest remaining tracks enter it.
+  the adjustment into a wrong minimum. The ``max_points`` longest remaining tracks enter it, at most
+  ``solve_cap`` per cell of a ``solve_grid`` split of the frame: a densely textured object that the hands
+  push (a checkered cylinder, a box) can hold most tracks in one region while it moves, and a two-frame
+  epipolar vote cannot tell it from the scene (half of the moving tracks on synthetic ground truth were
+  never voted out); capped, the scene spread over the frame outweighs it (214 windows: within 1 deg 174 ->
+  179, within 0.5 deg 131 -> 140, within 2 deg 200 either way; docs/annotation.md, "Spreading the solve").
 - Multi-start: the adjustment (grown block by block, ``bundle.incremental_bundle``) starts from the
   rotation-only chain and from the chained poses, each grown forward and backward in time (which end's
   first block is better conditioned depends on the video). Among the solutions within ``select_margin``
@@ -117,6 +122,9 @@ class OdometryConfig:
     fallback_deg: float = 10.0  # keep the chained poses when the adjusted ones differ by more over 16 frames ...
     fallback_cost_margin: float = 0.06  # ... and the chained poses' common robust cost is within this of theirs
     outlier_tracks: float = 0.2  # tracks outside the epipolar consensus more often than this are left out
+    solve_grid: int = 8  # at most ``solve_cap`` tracks (the longest) per cell of a solve_grid x solve_grid split
+    solve_cap: int = 8  # (by a track's median position) enter the adjustment: a dense textured object near the
+    # hands (pushed, so moving) cannot outweigh the scene spread over the frame (0: no cap)
     bundle: bool = True  # refine the chained poses by bundle adjustment over all tracks
     remask_dilate: float = 0.25  # after cleaning: mask dilation of the cleaned hand tracks (hand sizes) ...
     track_mask_dilate: float = 0.0  # ... and a track inside a hand's outline (this dilation) in any frame is
@@ -204,6 +212,17 @@ def _select(outs: list[dict], margin: float) -> dict:
     return near[int(np.argmin(spread))]
 
 
+def _median_by(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
+    """``[n]`` the median (upper of two) of ``value [N]`` per ``group [N]`` id in ``0..n-1`` (0 where none)."""
+    order = np.lexsort((value, group))
+    count = np.bincount(group, minlength=n)
+    first = np.r_[0, np.cumsum(count)[:-1]]
+    out = np.zeros(n)
+    has = count > 0
+    out[has] = value[order[first[has] + count[has] // 2]]
+    return out
+
+
 def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rotation ``R`` minimising ``|b - R a|`` for unit bearings ``a, b [N, 3]`` (not centred)."""
     u, _, vt = np.linalg.svd(b.T @ a)
@@ -230,6 +249,7 @@ class VisualOdometry:
     def __post_init__(self) -> None:
         self.K = np.asarray(self.K, np.float64)
         self._scale = 1.0
+        self._shape = (1, 1)  # odometry frame (height, width)
         self._prev: np.ndarray | None = None
         self._key = -1
         self._ids = np.zeros(0, np.int64)  # live tracks: ids and positions in the previous frame
@@ -253,6 +273,7 @@ class VisualOdometry:
             self._scale = self.config.max_width / w
             rgb = cv2.resize(rgb, (self.config.max_width, int(round(h * self._scale))), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self._shape = gray.shape
         hand = hand_mask_from_landmarks([p * self._scale for p in hands_px], *gray.shape, self.config.mask_dilate)
         return gray, cv2.bitwise_not(hand)
 
@@ -432,6 +453,22 @@ class VisualOdometry:
         self._tested[ids] += 1
         self._rejected[ids] += mask[:, 0] == 0
 
+    def _cell_rank(self, ids: np.ndarray, uv: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """``[n]`` per track id: its rank by length (longest first) among the tracks whose median position
+        (observations ``ids``, ``uv [N, 2]``) falls in the same ``solve_grid`` cell."""
+        n = len(length)
+        g = int(self.config.solve_grid)
+        h, w = self._shape
+        cy = _median_by(ids, uv[:, 1], n)
+        cx = _median_by(ids, uv[:, 0], n)
+        cell = np.clip((cy * g / h).astype(int), 0, g - 1) * g + np.clip((cx * g / w).astype(int), 0, g - 1)
+        order = np.lexsort((-length, cell))
+        start = np.searchsorted(cell[order], cell[order], side="left")
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n) - start
+        rank[length == 0] = n
+        return rank
+
     def _estimate(self, p1: np.ndarray, p2: np.ndarray) -> tuple:
         """Pose of the current frame relative to the keyframe from tracked points ``p1 -> p2 [N, 2]``."""
         c = self.config
@@ -521,6 +558,8 @@ class VisualOdometry:
         tested[:m], rejected[:m] = self._tested[:m], self._rejected[:m]
         good = rejected <= self.config.outlier_tracks * np.maximum(tested, 1)
         length = np.bincount(ids, minlength=n)
+        if self.config.solve_cap > 0:
+            good &= self._cell_rank(ids, uv, np.where(good, length, 0)) < self.config.solve_cap
         if good.sum() > self.config.max_points:  # the longest tracks carry the most geometry
             good &= length >= np.sort(length[good])[-self.config.max_points]
         sel = good[ids]
