@@ -212,6 +212,12 @@ def _select(outs: list[dict], margin: float) -> dict:
     return near[int(np.argmin(spread))]
 
 
+def _cell_of(x: np.ndarray, y: np.ndarray, g: int, h: int, w: int) -> np.ndarray:
+    """``[N]`` row-major index of the cell of a ``g x g`` split of an ``h x w`` frame that holds each point
+    ``x, y [N]`` (points outside go to the nearest cell)."""
+    return np.clip((y * g / h).astype(int), 0, g - 1) * g + np.clip((x * g / w).astype(int), 0, g - 1)
+
+
 def _median_by(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
     """``[n]`` the median (upper of two) of ``value [N]`` per ``group [N]`` id in ``0..n-1`` (0 where none)."""
     order = np.lexsort((value, group))
@@ -307,9 +313,7 @@ class VisualOdometry:
         c = self.config
         g = int(c.grid)
         h, w = gray.shape
-        row = np.clip((have[:, 1] * g / h).astype(int), 0, g - 1)
-        cell = row * g + np.clip((have[:, 0] * g / w).astype(int), 0, g - 1)
-        count = np.bincount(cell, minlength=g * g)
+        count = np.bincount(_cell_of(have[:, 0], have[:, 1], g, h, w), minlength=g * g)
         found = [np.zeros((0, 2), np.float32)]
         for k in np.flatnonzero(count < c.cell_min):
             r, q = divmod(int(k), g)
@@ -454,14 +458,12 @@ class VisualOdometry:
         self._rejected[ids] += mask[:, 0] == 0
 
     def _cell_rank(self, ids: np.ndarray, uv: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """``[n]`` per track id: its rank by length (longest first) among the tracks whose median position
-        (observations ``ids``, ``uv [N, 2]``) falls in the same ``solve_grid`` cell."""
+        """``[n]`` per track id: its rank by ``length [n]`` (longest first; 0: not a candidate, ranked ``n``)
+        among the tracks whose median position (observations ``ids [N]``, ``uv [N, 2]``) falls in the same cell
+        of a ``solve_grid`` split of the frame."""
         n = len(length)
-        g = int(self.config.solve_grid)
-        h, w = self._shape
-        cy = _median_by(ids, uv[:, 1], n)
-        cx = _median_by(ids, uv[:, 0], n)
-        cell = np.clip((cy * g / h).astype(int), 0, g - 1) * g + np.clip((cx * g / w).astype(int), 0, g - 1)
+        cell = _cell_of(_median_by(ids, uv[:, 0], n), _median_by(ids, uv[:, 1], n), int(self.config.solve_grid),
+                        *self._shape)
         order = np.lexsort((-length, cell))
         start = np.searchsorted(cell[order], cell[order], side="left")
         rank = np.empty(n, np.int64)
