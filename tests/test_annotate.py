@@ -322,7 +322,6 @@ def _solve_tracks(K: np.ndarray, frames: np.ndarray, point: np.ndarray, uv: np.n
     vo.rel = [(0, np.eye(3), np.zeros(3), np.nan, "key")] + [(0, np.eye(3), np.zeros(3), np.nan, "essential")] * (F - 1)
     vo._rot_only = [np.eye(3)] * F
     vo._prev = np.zeros((384, 384), np.uint8)
-    vo._shape = (384, 384)
     return vo.solve(depth)["c2w"]
 
 

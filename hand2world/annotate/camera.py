@@ -218,6 +218,12 @@ def _cell_of(x: np.ndarray, y: np.ndarray, g: int, h: int, w: int) -> np.ndarray
     return np.clip((y * g / h).astype(int), 0, g - 1) * g + np.clip((x * g / w).astype(int), 0, g - 1)
 
 
+def _clear_around(mask: np.ndarray, pts: np.ndarray, radius: int) -> None:
+    """Zero uint8 ``mask [H, W]`` within ``radius`` pixels of each point ``pts [N, 2]`` (in place)."""
+    for x, y in pts:
+        cv2.circle(mask, (int(x), int(y)), radius, 0, -1)
+
+
 def _median_by(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
     """``[n]`` the median (upper of two) of ``value [N]`` per ``group [N]`` id in ``0..n-1`` (0 where none)."""
     order = np.lexsort((value, group))
@@ -255,7 +261,6 @@ class VisualOdometry:
     def __post_init__(self) -> None:
         self.K = np.asarray(self.K, np.float64)
         self._scale = 1.0
-        self._shape = (1, 1)  # odometry frame (height, width)
         self._prev: np.ndarray | None = None
         self._key = -1
         self._ids = np.zeros(0, np.int64)  # live tracks: ids and positions in the previous frame
@@ -279,7 +284,6 @@ class VisualOdometry:
             self._scale = self.config.max_width / w
             rgb = cv2.resize(rgb, (self.config.max_width, int(round(h * self._scale))), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        self._shape = gray.shape
         hand = hand_mask_from_landmarks([p * self._scale for p in hands_px], *gray.shape, self.config.mask_dilate)
         return gray, cv2.bitwise_not(hand)
 
@@ -292,13 +296,11 @@ class VisualOdometry:
         if c.corner_ratio > 0:
             eig = cv2.cornerEigenValsAndVecs(gray, _LK_WINDOW, 3)  # [H, W, 6]: the two eigenvalues first
             mask[eig[..., 1] < c.corner_ratio * eig[..., 0]] = 0
-        for x, y in self._cur_pts:
-            cv2.circle(mask, (int(x), int(y)), c.min_distance, 0, -1)
+        _clear_around(mask, self._cur_pts, c.min_distance)
         pts = cv2.goodFeaturesToTrack(gray, c.max_corners - len(self._ids), c.quality, c.min_distance, mask=mask)
         pts = np.zeros((0, 2), np.float32) if pts is None else pts[:, 0].astype(np.float32)
         if c.grid > 1 and c.cell_min > 0:
-            for x, y in pts:  # the mask now keeps clear of every point, old and new
-                cv2.circle(mask, (int(x), int(y)), c.min_distance, 0, -1)
+            _clear_around(mask, pts, c.min_distance)  # the mask now keeps clear of every point, old and new
             pts = np.r_[pts, self._sparse_cells(gray, mask, np.r_[self._cur_pts, pts])]
         if not len(pts):
             return
@@ -463,7 +465,7 @@ class VisualOdometry:
         of a ``solve_grid`` split of the frame."""
         n = len(length)
         cell = _cell_of(_median_by(ids, uv[:, 0], n), _median_by(ids, uv[:, 1], n), int(self.config.solve_grid),
-                        *self._shape)
+                        *self._prev.shape)  # the odometry frame's (height, width)
         order = np.lexsort((-length, cell))
         start = np.searchsorted(cell[order], cell[order], side="left")
         rank = np.empty(n, np.int64)
