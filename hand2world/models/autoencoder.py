@@ -81,6 +81,7 @@ class FrameAutoencoder(nn.Module):
     """
 
     temporal_factor = 1
+    needs_guide = False  # decodes from the latent alone (``CompositeAutoencoder`` needs a guide)
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
@@ -139,6 +140,10 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     """The autoencoder a config names (``conv`` here; ``wan`` loads its pretrained folder)."""
     if config.kind == "conv":
         return FrameAutoencoder(config)
+    if config.kind == "composite":
+        from hand2world.models.composite import CompositeAutoencoder
+
+        return CompositeAutoencoder(config)
     from hand2world.models.wan import WanVAE
 
     if not config.pretrained:

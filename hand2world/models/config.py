@@ -127,7 +127,9 @@ class AutoencoderConfig:
     """The video autoencoder.
 
     Attributes:
-        kind: ``"conv"`` (small per-frame conv autoencoder trained here) or ``"wan"`` (diffusers
+        kind: ``"conv"`` (small per-frame conv autoencoder trained here), ``"composite"`` (per-frame
+            encoder; a decoder that composites over the scene photo warped into the frame's camera,
+            ``hand2world.models.composite``: the shipped default) or ``"wan"`` (diffusers
             ``AutoencoderKLWan``; its own config sits beside its weights).
         latent_channels: latent channels.
         channels: conv widths per resolution level; ``len(channels)`` stride-2 steps, so the
@@ -138,6 +140,14 @@ class AutoencoderConfig:
         temporal_factor: 1 for the per-frame autoencoder, 4 for the Wan VAE.
         pretrained: folder of the Wan VAE weights (``kind="wan"``), resolved through
             ``hand2world.paths.checkpoint_path``.
+        guide_channels: (composite) widths of the guide pyramid at full, 1/2, ... 1/2**L resolution
+            (``len(channels) + 1`` entries).
+        guide_warp_depth: (composite) plane depth (m) of the photo's warp into each frame's camera.
+        latent_noise: (composite, training) the decoder sees the latent plus Gaussian noise of up to this
+            many per-channel standard deviations (uniform per frame), so it trusts the photo where a
+            generated latent is unsure.
+        latent_dropout: (composite, training) share of frames decoded with the latent zeroed; 1 trains the
+            guide-only deterministic reference.
     """
 
     kind: str = "conv"
@@ -148,12 +158,30 @@ class AutoencoderConfig:
     latent_std: tuple[float, ...] = ()
     temporal_factor: int = 1
     pretrained: str | None = None
+    guide_channels: tuple[int, ...] = ()
+    guide_warp_depth: float = 0.5
+    latent_noise: float = 0.0
+    latent_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("channels", "latent_mean", "latent_std"):
+        for name in ("channels", "latent_mean", "latent_std", "guide_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.kind not in ("conv", "wan"):
+        if self.kind not in ("conv", "composite", "wan"):
             raise ValueError(f"unknown autoencoder kind {self.kind!r}")
+        if self.kind == "composite":
+            if len(self.guide_channels) != len(self.channels) + 1:
+                raise ValueError(f"a composite autoencoder needs len(channels) + 1 = {len(self.channels) + 1} "
+                                 f"guide_channels, got {self.guide_channels}")
+            if self.guide_warp_depth <= 0:
+                raise ValueError(f"guide_warp_depth must be > 0, got {self.guide_warp_depth}")
+        if self.latent_noise < 0 or not 0.0 <= self.latent_dropout <= 1.0:
+            raise ValueError(f"latent_noise must be >= 0 and latent_dropout in [0, 1], got {self.latent_noise}, "
+                             f"{self.latent_dropout}")
+
+    @property
+    def needs_guide(self) -> bool:
+        """Decoding needs the warped photo and the control render (``kind="composite"``)."""
+        return self.kind == "composite"
 
     @property
     def spatial_factor(self) -> int:
@@ -207,6 +235,15 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
     # frame budget (channels_last), so tiny ships.
     "nano": AutoencoderConfig(channels=(16, 32, 64)),
     "small": AutoencoderConfig(latent_channels=16, channels=(64, 128, 256), blocks_per_level=2),
+    # Ships (CPU, v5): 256x256 frames -> 16x16x8 latents (x16), decoded over the warped scene photo.
+    "composite": AutoencoderConfig(kind="composite", channels=(16, 24, 48, 96), guide_channels=(8, 8, 16, 32, 64),
+                                   latent_noise=0.5),
+    # The deterministic reference: the same decoder from the warped photo and the control render alone.
+    "composite-guide-only": AutoencoderConfig(kind="composite", channels=(16, 24, 48, 96),
+                                              guide_channels=(8, 8, 16, 32, 64), latent_dropout=1.0),
+    # GPU: 512x512 -> 32x32x16 (the same design, wider).
+    "composite-small": AutoencoderConfig(kind="composite", latent_channels=16, channels=(32, 64, 128, 256),
+                                         guide_channels=(16, 32, 32, 64, 128), latent_noise=0.5),
     "wan": AutoencoderConfig(kind="wan", latent_channels=16, channels=(), temporal_factor=4),
 }
 
