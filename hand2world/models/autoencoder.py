@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hand2world.models.config import AutoencoderConfig
+from hand2world.models.per_frame import PerFrameAutoencoder
 
-__all__ = ["FrameAutoencoder", "build_autoencoder"]
+__all__ = ["FrameAutoencoder", "PerFrameAutoencoder", "build_autoencoder"]
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -73,57 +74,23 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class FrameAutoencoder(nn.Module):
-    """Per-frame conv autoencoder.
+class FrameAutoencoder(PerFrameAutoencoder):
+    """Per-frame conv autoencoder (decodes from the latent alone).
 
     Args:
         config: ``AutoencoderConfig`` with ``kind="conv"``.
     """
 
-    temporal_factor = 1
-    needs_guide = False  # decodes from the latent alone (``CompositeAutoencoder`` needs a guide)
-
     def __init__(self, config: AutoencoderConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        c = config.latent_channels
-        mean = torch.tensor(config.latent_mean or [0.0] * c).view(1, c, 1, 1)
-        std = torch.tensor(config.latent_std or [1.0] * c).view(1, c, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
 
-    @property
-    def spatial_factor(self) -> int:
-        return self.config.spatial_factor
-
-    @property
-    def latent_channels(self) -> int:
-        return self.config.latent_channels
-
-    def encode_frames(self, frames: Tensor, normalize: bool = True) -> Tensor:
-        """``[N, 3, H, W]`` in [-1, 1] -> ``[N, C, H/s, W/s]`` (normalised unless ``normalize=False``)."""
-        z = self.encoder(frames)
-        return (z - self.mean) / self.std if normalize else z
-
-    def decode_frames(self, z: Tensor, normalized: bool = True) -> Tensor:
-        """``[N, C, h, w]`` -> ``[N, 3, h*s, w*s]`` in [-1, 1]."""
+    def decode_frames(self, z: Tensor, guide: Tensor | None = None, normalized: bool = True) -> Tensor:
+        """``[N, C, h, w]`` -> ``[N, 3, h*s, w*s]`` in [-1, 1] (``guide`` unused)."""
         if normalized:
             z = z * self.std + self.mean
         return self.decoder(z).clamp(-1, 1) if not self.training else self.decoder(z)
-
-    def encode(self, video: Tensor) -> Tensor:
-        """``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents ``[B, C, T, H/s, W/s]``."""
-        b, _, t = video.shape[:3]
-        z = self.encode_frames(video.transpose(1, 2).flatten(0, 1))
-        return z.unflatten(0, (b, t)).transpose(1, 2)
-
-    def decode(self, latents: Tensor) -> Tensor:
-        """Normalised latents ``[B, C, T, h, w]`` -> ``[B, 3, T, h*s, w*s]`` in [-1, 1]."""
-        b, _, t = latents.shape[:3]
-        x = self.decode_frames(latents.transpose(1, 2).flatten(0, 1))
-        return x.unflatten(0, (b, t)).transpose(1, 2)
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Training pass: ``[N, 3, H, W]`` -> (reconstruction ``[N, 3, H, W]``, raw latent ``[N, C, h, w]``)."""

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hand2world.models.config import AutoencoderConfig
+from hand2world.models.per_frame import PerFrameAutoencoder
 
 __all__ = ["CompositeAutoencoder", "composite_guide", "warp_image"]
 
@@ -74,7 +75,7 @@ def composite_guide(warped: Tensor, control: Tensor) -> Tensor:
     return torch.cat([warped, control], 1)
 
 
-class CompositeAutoencoder(nn.Module):
+class CompositeAutoencoder(PerFrameAutoencoder):
     """Per-frame encoder to a coarse latent; decoder that composites over the warped scene photo.
 
     Args:
@@ -82,12 +83,10 @@ class CompositeAutoencoder(nn.Module):
             1/2 .. 1/2**L resolution, ``guide_channels`` the guide pyramid's widths at 1 .. 1/2**L.
     """
 
-    temporal_factor = 1
     needs_guide = True
 
     def __init__(self, config: AutoencoderConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         ch, gc, lc = config.channels, config.guide_channels, config.latent_channels
         levels = len(ch)
         # encoder: stride-2 conv per level, a residual block from 1/4 resolution down
@@ -116,23 +115,6 @@ class CompositeAutoencoder(nn.Module):
         with torch.no_grad():
             self.head.bias.zero_()
             self.head.bias[3] = -3.0  # alpha starts near 0.05: the photo is kept
-        c = config.latent_channels
-        self.register_buffer("mean", torch.tensor(config.latent_mean or [0.0] * c).view(1, c, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.latent_std or [1.0] * c).view(1, c, 1, 1), persistent=False)
-
-    @property
-    def spatial_factor(self) -> int:
-        return self.config.spatial_factor
-
-    @property
-    def latent_channels(self) -> int:
-        return self.config.latent_channels
-
-    # ---- per frame ----
-    def encode_frames(self, frames: Tensor, normalize: bool = True) -> Tensor:
-        """``[N, 3, H, W]`` in [-1, 1] -> ``[N, C, H/s, W/s]`` (normalised unless ``normalize=False``)."""
-        z = self.encoder(frames)
-        return (z - self.mean) / self.std if normalize else z
 
     def composite(self, z: Tensor, guide: Tensor) -> tuple[Tensor, Tensor]:
         """Raw latent ``[N, C, h, w]`` + guide ``[N, 6, H, W]`` -> (frame ``[N, 3, H, W]``, alpha ``[N, 1, H, W]``)."""
@@ -163,21 +145,6 @@ class CompositeAutoencoder(nn.Module):
         if normalized:
             z = z * self.std + self.mean
         return self.composite(z, guide)[0].clamp(-1, 1)
-
-    # ---- clips ----
-    def encode(self, video: Tensor) -> Tensor:
-        """``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents ``[B, C, T, H/s, W/s]``."""
-        b, _, t = video.shape[:3]
-        z = self.encode_frames(video.transpose(1, 2).flatten(0, 1))
-        return z.unflatten(0, (b, t)).transpose(1, 2)
-
-    def decode(self, latents: Tensor, guide: Tensor | None = None) -> Tensor:
-        """Normalised latents ``[B, C, T, h, w]`` + guide ``[B, 6, T, H, W]`` -> ``[B, 3, T, H, W]``."""
-        if guide is None:
-            raise ValueError("the composite autoencoder needs a guide [B, 6, T, H, W] to decode")
-        b, _, t = latents.shape[:3]
-        x = self.decode_frames(latents.transpose(1, 2).flatten(0, 1), guide.transpose(1, 2).flatten(0, 1))
-        return x.unflatten(0, (b, t)).transpose(1, 2)
 
     # ---- training ----
     def forward(self, frames: Tensor, guide: Tensor, generator: torch.Generator | None = None
