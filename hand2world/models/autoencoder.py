@@ -15,7 +15,6 @@ Design choices:
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
