@@ -23,8 +23,8 @@ from torch import nn
 
 from hand2world.models import DiT
 from hand2world.train.config import DataConfig, from_dict
-from hand2world.train.data import ClipSource
-from hand2world.train.teacher import LatentWindows, open_dataset
+from hand2world.train.data import ClipSource, open_dataset
+from hand2world.train.windows import LatentWindows
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class TeacherBundle:
 
 def load_dit_weights(spec: str, device: torch.device | str = "cpu") -> tuple[DiT, Path]:
     """A DiT from a release or step checkpoint (EMA weights when the folder has them), through the shared
-    model-folder loader (``hand2world.stream.weights.load_video_model``)."""
-    from hand2world.stream.weights import load_video_model, resolve_model_folder
+    model-folder loader (``hand2world.checkpoints.load_video_model``)."""
+    from hand2world.checkpoints import load_video_model, resolve_model_folder
 
     folder = resolve_model_folder(spec)
     model = load_video_model(folder, device)[0]
@@ -53,7 +53,7 @@ def load_dit_weights(spec: str, device: torch.device | str = "cpu") -> tuple[DiT
 
 def load_teacher(spec: str, device: torch.device | str = "cpu") -> TeacherBundle:
     """The frozen teacher of a distillation (eval mode, no gradients) with its autoencoder and run config."""
-    from hand2world.stream.weights import load_video_model, resolve_model_folder
+    from hand2world.checkpoints import load_video_model, resolve_model_folder
 
     folder = resolve_model_folder(spec)
     model, ae, _, run_config = load_video_model(folder, device)

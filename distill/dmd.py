@@ -27,15 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hand2world.checkpoints import autoencoder_extra, flatten_optimizer_state, unflatten_optimizer_state
 from hand2world.diffusion import flow_loss, guided_velocity, sample_timesteps, weighted_mse
 from hand2world.diffusion.flow import add_noise
 from hand2world.distill.common import setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import DiT
 from hand2world.stream.rollout import commit_context, rollout, student_timesteps
-from hand2world.train.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 from hand2world.train.data import step_generator
-from hand2world.train.teacher import autoencoder_extra
 from hand2world.train.trainer import load_module_state, module_state
 
 log = logging.getLogger(__name__)

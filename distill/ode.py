@@ -32,13 +32,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from hand2world.checkpoints import autoencoder_extra
 from hand2world.diffusion import euler_sample, weighted_mse
 from hand2world.distill.common import TeacherBundle, setup_student
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import Conditioning
 from hand2world.stream.rollout import student_timesteps
 from hand2world.train.data import batch_indices, step_generator
-from hand2world.train.teacher import LatentWindows, autoencoder_extra
+from hand2world.train.windows import LatentWindows
 
 log = logging.getLogger(__name__)
 

@@ -90,8 +90,8 @@ def export_release(release: str | Path, out: str | Path, max_mb: float = 50.0, a
     ``cache_window`` sets the streaming KV window (latent frames besides the sink) of the exported
     ``config.json``: a streaming setting, not a weight (how much generated history each new frame
     attends to), chosen on validation rollouts; recorded in ``training.json``."""
+    from hand2world.checkpoints import load_video_model, write_checksums
     from hand2world.paths import checkpoint_path
-    from hand2world.stream.weights import load_video_model, write_checksums
 
     if cache_window is not None and cache_window < 0:
         raise ValueError(f"cache_window must be >= 0, got {cache_window}")

@@ -12,7 +12,7 @@ Design choices:
 - The output MP4 shows generated | control (| ground truth, for clips).
 - ``--student`` (``run_generate_student``) generates with a causal student through
   ``hand2world.stream.StreamingGenerator`` (the one rollout) instead; both load model folders
-  through ``hand2world.stream.weights.load_video_model``.
+  through ``hand2world.checkpoints.load_video_model``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch
 
 from hand2world.diffusion import euler_sample
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
+from hand2world.io import fit_square
 from hand2world.models import Conditioning, DiT, scene_channels, scene_latents
-from hand2world.train.data import _fit_square
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class TeacherSampler:
     def from_checkpoint(cls, path: str | Path, window: int | None = None,
                         device: torch.device | str = "cpu") -> TeacherSampler:
         """Load ``final/`` (EMA weights) or a step checkpoint (its EMA weights when present), through the one
-        model-folder loader (``hand2world.stream.weights.load_video_model``: checksums verified when present)."""
-        from hand2world.stream.weights import load_video_model
+        model-folder loader (``hand2world.checkpoints.load_video_model``: checksums verified when present)."""
+        from hand2world.checkpoints import load_video_model
 
         model, ae, _, run = load_video_model(path, device)
         if window is None:
@@ -125,10 +125,10 @@ def load_gestures(gestures: str | Path, size: int, clip_index: int = 0, camera: 
     else:
         item = _track_video(path, size, max_frames)
     K = np.asarray(item.get("K", intrinsics_from_fov(60.0, *item["control"].shape[1:3]).numpy()), np.float32)
-    control, K2 = _fit_square(item["control"][:max_frames], size, K)
+    control, K2 = fit_square(item["control"][:max_frames], size, K)
     out = {"control": control, "K": K2, "c2w": item.get("c2w")}
     if "video" in item:
-        out["video"] = _fit_square(item["video"][:max_frames], size, K)[0]
+        out["video"] = fit_square(item["video"][:max_frames], size, K)[0]
     if camera is not None:
         out["c2w"] = np.load(camera).astype(np.float32)
     if out["c2w"] is not None:
@@ -181,7 +181,7 @@ def _scene_image(scene: str | None, g: dict[str, Any], size: int) -> np.ndarray:
     from hand2world.io import read_image
 
     if scene is not None:
-        return _fit_square(read_image(scene)[None], size, g["K"])[0][0]
+        return fit_square(read_image(scene)[None], size, g["K"])[0][0]
     if "video" in g:
         return g["video"][0]
     raise ValueError("--scene is required unless --gestures is a clip with video")

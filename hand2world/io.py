@@ -99,6 +99,12 @@ def fit_cover(frames: np.ndarray, height: int, width: int,
     return out, K2
 
 
+def fit_square(frames: np.ndarray, size: int, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_cover`` to a ``size x size`` square (the model resolution); frames and float32 ``K``."""
+    out, K2 = fit_cover(frames, size, size, K)
+    return out, K2.astype(np.float32)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H, W, 3]``."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

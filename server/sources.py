@@ -159,8 +159,8 @@ def generator_weights(weights: str | None = None) -> Path | None:
 
 def generator_size(weights: str | None = None) -> tuple[int, int]:
     """Output (height, width) of a student folder, from its ``config.json`` (no weights loaded)."""
+    from hand2world.checkpoints import resolve_model_folder
     from hand2world.models.config import load_config
-    from hand2world.stream.weights import resolve_model_folder
 
     cfg = load_config(resolve_model_folder(weights or "default") / "config.json")
     return cfg.latent_size[0] * cfg.vae_factor, cfg.latent_size[1] * cfg.vae_factor
@@ -184,7 +184,7 @@ def resolve_source(kind: str, weights: str | None = None) -> tuple[str, str]:
 @lru_cache(maxsize=2)
 def _load_student(folder: str, device: str, stamp: float) -> tuple[Any, Any, Any]:
     """Weights shared by every session of a server (each session has its own generator and KV cache)."""
-    from hand2world.stream.weights import load_video_model
+    from hand2world.checkpoints import load_video_model
 
     model, ae, stream, _ = load_video_model(folder, device)
     return model, ae, stream
@@ -202,9 +202,9 @@ def load_source(kind: str = "preview", height: int = 240, width: int = 320, fov_
     if kind == "preview":
         return PreviewSource(height, width, fov_deg)
     if kind == "generator":
+        from hand2world.checkpoints import resolve_model_folder
         from hand2world.models.config import StreamConfig
         from hand2world.stream import StreamingGenerator
-        from hand2world.stream.weights import resolve_model_folder
 
         folder = resolve_model_folder(weights or "default")  # FileNotFoundError with the hint when absent
         stamp = max(p.stat().st_mtime for p in folder.iterdir() if p.is_file())

@@ -210,10 +210,10 @@ def test_parse_model_arg():
 def test_autoencoder_oracle_round_trips_shipped_autoencoder(tmp_path):
     """The round-trip reference with the shipped autoencoder keeps frame 0, changes the others only a little
     and scores far above a blank frame and above repeating the scene."""
+    from hand2world.checkpoints import load_autoencoder
     from hand2world.data import ClipDataset
     from hand2world.eval.evaluate import CLIP_KEYS, AutoencoderOracle, RepeatScene, clip_metrics, prepare_clip
     from hand2world.paths import REPO_ROOT
-    from hand2world.train.teacher import load_autoencoder
     from hand2world.world.synth import synthesize
 
     synthesize(tmp_path / "clips", clips=1, frames=5, size=128, seed=5, split="test", progress=False)

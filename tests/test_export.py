@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from hand2world.checkpoints import ChecksumError, load_video_model, random_student, write_student_release
 from hand2world.export import export_release
 from hand2world.models import DIT_PRESETS, StreamConfig
-from hand2world.stream.weights import ChecksumError, load_video_model, random_student, write_student_release
 
 
 def _release(tmp_path):

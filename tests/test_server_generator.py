@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import websockets
 
+from hand2world.checkpoints import random_student, write_student_release
 from hand2world.models import DiTConfig
 from hand2world.models.config import StreamConfig
 from hand2world.server.app import create_app
@@ -25,7 +26,6 @@ from hand2world.server.clients import LocalServer, WebRTCClient, cup_hand_messag
 from hand2world.server.session import ServerConfig
 from hand2world.server.sources import FrameSource, PreviewSource, load_source
 from hand2world.stream import StreamingGenerator
-from hand2world.stream.weights import random_student, write_student_release
 
 STUDENT = DiTConfig(latent_channels=8, dim=48, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32,
                     camera_adapter_dim=16, cache_window=4, latent_size=(8, 8), scene_every_frame=True)  # 64x64

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from hand2world.checkpoints import (
+    ChecksumError,
+    load_video_model,
+    random_student,
+    write_checksums,
+    write_student_release,
+)
 from hand2world.models import DIT_PRESETS, DiTConfig
 from hand2world.models.config import StreamConfig
-from hand2world.stream import ChecksumError, StreamingGenerator, load_video_model, write_checksums
-from hand2world.stream.weights import random_student, write_student_release
+from hand2world.stream import StreamingGenerator
 
 SMALL = DiTConfig(latent_channels=4, dim=48, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32, vae_factor=4,
                   camera_adapter_dim=16, frames_per_block=2, cache_window=8, cache_sink=1, latent_size=(8, 8),

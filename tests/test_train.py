@@ -164,9 +164,10 @@ def test_torchrun_two_processes_cpu(tmp_path, parallel):
 
 def test_latent_disk_cache_is_exact_and_keyed_by_autoencoder(tmp_path, monkeypatch):
     """Whole-clip latents are encoded once, read back bit-exactly, and never reused across autoencoders."""
+    from hand2world.checkpoints import load_autoencoder
     from hand2world.models import DIT_PRESETS
     from hand2world.train.data import ClipSource
-    from hand2world.train.teacher import LatentWindows, load_autoencoder
+    from hand2world.train.windows import LatentWindows
 
     monkeypatch.setenv("HAND2WORLD_RUNS", str(tmp_path / "runs"))
 
@@ -193,10 +194,10 @@ def test_mask_conditioning_ablation_trains_on_masks_and_streams_silhouettes(tmp_
     the streaming generator feeds such a model the render's full silhouette."""
     import numpy as np
 
+    from hand2world.checkpoints import write_student_release
     from hand2world.models import StreamConfig
     from hand2world.render import control_silhouette, mask_control
     from hand2world.stream import StreamingGenerator
-    from hand2world.stream.weights import write_student_release
 
     render_task = TeacherTask(from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "r", steps=2)))
     cfg = _teacher_cfg(tmp_path / "m", steps=2)
@@ -235,7 +236,7 @@ def test_ema_decay_warms_up():
 def test_hand_weighted_loss_and_coverage(tmp_path):
     """Hand coverage marks the latent cells under the control render; the weighted loss is the weighted mean
     and leans on the hand cells; a weighted run trains and resumes like any other."""
-    from hand2world.train.teacher import hand_coverage
+    from hand2world.train.windows import hand_coverage
 
     control = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
     control[0, 8:16, 8:12] = 200  # half of latent cell (1, 1) at factor 8
@@ -276,7 +277,7 @@ def test_teacher_init_from_weights(tmp_path):
     first = train_teacher(from_dict(TeacherRunConfig, _teacher_cfg(tmp_path / "a", steps=2)), dataset=clips)
     cfg = from_dict(TeacherRunConfig, {**_teacher_cfg(tmp_path / "b", steps=1), "init": str(first["final"])})
     task = TeacherTask(cfg, dataset=clips)
-    from hand2world.stream.weights import load_video_model
+    from hand2world.checkpoints import load_video_model
 
     ref = load_video_model(first["final"])[0].state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in task.model.state_dict().items())

@@ -263,15 +263,15 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 def prepare_clip(clip: dict[str, Any], size: int | None) -> dict[str, Any]:
     """Clip arrays at ``size`` x ``size`` (unchanged when None or equal)."""
-    from hand2world.train.data import _fit_square
+    from hand2world.io import fit_square
 
     out = {k: clip[k] for k in CLIP_KEYS}
     out["c2w"] = np.asarray(out["c2w"], np.float32)
     out["K"] = np.asarray(out["K"], np.float32)
     if size is None or clip["video"].shape[1:3] == (size, size):
         return out
-    out["video"], K = _fit_square(clip["video"], size, out["K"])
-    out["control"] = _fit_square(clip["control"], size, out["K"])[0]
+    out["video"], K = fit_square(clip["video"], size, out["K"])
+    out["control"] = fit_square(clip["control"], size, out["K"])[0]
     out["K"] = K
     out["hand_mask"] = _resize_masks(clip["hand_mask"], size)
     out["visible_mask"] = _resize_masks(clip["visible_mask"], size)

@@ -15,7 +15,7 @@ Design choices:
   the student on whole clips. ``kv_cache=KVCache``: the same block-causal function
   evaluated one block at a time, keys/values of earlier blocks read from the cache;
   ``commit=True`` keeps the block as context.
-- No I/O here; weights are loaded by callers (``hand2world.train.checkpoint``).
+- No I/O here; weights are loaded by callers (``hand2world.checkpoints``).
 """
 
 from __future__ import annotations

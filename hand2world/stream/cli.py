@@ -49,9 +49,9 @@ def build_bench_generator(args: argparse.Namespace) -> Any:
     """The generator a ``bench stream`` invocation describes (random weights unless ``--weights``)."""
     import torch
 
+    from hand2world.checkpoints import random_student
     from hand2world.models.config import DIT_PRESETS, StreamConfig
     from hand2world.stream import StreamingGenerator
-    from hand2world.stream.weights import random_student
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     opts = dict(dtype=dtype, compile=args.compile, attention="auto" if args.device.startswith("cuda") else None,

@@ -157,7 +157,7 @@ class StreamingGenerator:
         Raises:
             FileNotFoundError: no such folder (the message lists where it looked and how to get weights).
         """
-        from hand2world.stream.weights import load_video_model
+        from hand2world.checkpoints import load_video_model
 
         model, ae, stream, _ = load_video_model(path_or_name, device, verify=verify)
         if stream is None:

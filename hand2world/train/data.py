@@ -15,6 +15,7 @@ Design choices:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -23,10 +24,11 @@ import torch
 from torch import Tensor
 
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
+from hand2world.io import fit_square
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClipSource", "ProceduralClips", "batch_indices", "step_generator"]
+__all__ = ["ClipSource", "ProceduralClips", "batch_indices", "open_dataset", "step_generator"]
 
 _FILL, _WIRE = (255, 140, 30), (115, 45, 0)
 
@@ -92,12 +94,20 @@ class ProceduralClips:
         return {"video": video, "control": control, "K": K, "c2w": c2w}
 
 
-def _fit_square(frames: np.ndarray, size: int, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Resize the short side to ``size`` and centre-crop (``hand2world.io.fit_cover``); frames and float32 ``K``."""
-    from hand2world.io import fit_cover
+def open_dataset(data: Any, control_input: str = "render") -> Any:
+    """The configured clip dataset: ``ClipDataset(root)`` or procedural clips.
 
-    out, K2 = fit_cover(frames, size, size, K)
-    return out, K2.astype(np.float32)
+    ``control_input="mask"`` (the mask-conditioning ablation) also loads the visible-hand masks.
+    """
+    if data.root:
+        from hand2world.data import ClipDataset
+
+        root = Path(data.root).expanduser()
+        if not (root / "index.json").is_file():
+            raise FileNotFoundError(f"no clip dataset at {root} (make one with `hand2world world synth --out {root}`)")
+        keys = ("video", "control", "K", "c2w") + (("visible_mask",) if control_input == "mask" else ())
+        return ClipDataset(root, keys=keys, split=data.split)
+    return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
 
 
 class ClipSource:
@@ -127,14 +137,14 @@ class ClipSource:
             item = self.dataset[i]
             if item["video"].shape[0] < self.frames:
                 raise ValueError(f"clip {i} has {item['video'].shape[0]} frames < {self.frames} needed")
-            video, K = _fit_square(item["video"], self.size, np.asarray(item["K"]))
-            control, _ = _fit_square(item["control"], self.size, np.asarray(item["K"]))
+            video, K = fit_square(item["video"], self.size, np.asarray(item["K"]))
+            control, _ = fit_square(item["control"], self.size, np.asarray(item["K"]))
             self._cache[i] = {"video": video, "control": control, "K": K,
                               "c2w": np.asarray(item["c2w"], np.float32)}
             if "visible_mask" in item:  # the mask-conditioning ablation's control (white visible hand pixels)
                 from hand2world.render import mask_control
 
-                self._cache[i]["visible"] = _fit_square(mask_control(item["visible_mask"]), self.size,
+                self._cache[i]["visible"] = fit_square(mask_control(item["visible_mask"]), self.size,
                                                         np.asarray(item["K"]))[0]
         return self._cache[i]
 

@@ -4,43 +4,25 @@ Design choices:
 - The autoencoder is frozen and loaded from its release folder (``final/``); its weights and
   config are copied into every teacher checkpoint, so a teacher checkpoint is self-contained
   (``generate`` and distillation need nothing else).
-- With a per-frame autoencoder, whole-clip latents of video and control are encoded once per
-  clip and cached (in memory): training then crops windows in latent space and the CPU spends
-  its time on the DiT. Temporal autoencoders (Wan) encode each window on the fly.
-- One sample = a window of ``data.frames`` frames: noisy video latents, control latents,
-  the window's first frame as the scene (``scene_channels``), Plücker rays relative to the
-  window's first camera; hands and camera dropped independently for guidance.
+- Batches come from ``hand2world.train.windows.LatentWindows`` (the batch code every video-model
+  job shares); hands and camera are dropped independently here, for guidance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
+from hand2world.checkpoints import autoencoder_extra, load_autoencoder, load_video_model
 from hand2world.diffusion import flow_loss, sample_timesteps
-from hand2world.models import (
-    AUTOENCODER_PRESETS,
-    Conditioning,
-    DiT,
-    build_autoencoder,
-    drop_conditions,
-    load_config,
-    rays_to_latent_frames,
-    scene_channels,
-    scene_latents,
-)
+from hand2world.models import Conditioning, DiT, drop_conditions
 from hand2world.train.config import TeacherRunConfig
-from hand2world.train.data import ClipSource, ProceduralClips, batch_indices, step_generator
+from hand2world.train.data import ClipSource, open_dataset
+from hand2world.train.windows import LatentWindows, WindowBatch
 
 log = logging.getLogger(__name__)
 
@@ -48,208 +30,7 @@ log = logging.getLogger(__name__)
 # the scene warp (the same channels, warped).
 INIT_MAY_DIFFER = ("control_input", "camera_adapter_dim", "scene_warp_depth")
 
-__all__ = ["LatentWindows", "TeacherTask", "WindowBatch", "autoencoder_extra", "hand_coverage", "load_autoencoder",
-           "open_dataset"]
-
-
-def open_dataset(data: Any, control_input: str = "render") -> Any:
-    """The configured clip dataset: ``ClipDataset(root)`` or procedural clips.
-
-    ``control_input="mask"`` (the mask-conditioning ablation) also loads the visible-hand masks.
-    """
-    if data.root:
-        from hand2world.data import ClipDataset
-
-        root = Path(data.root).expanduser()
-        if not (root / "index.json").is_file():
-            raise FileNotFoundError(f"no clip dataset at {root} (make one with `hand2world world synth --out {root}`)")
-        keys = ("video", "control", "K", "c2w") + (("visible_mask",) if control_input == "mask" else ())
-        return ClipDataset(root, keys=keys, split=data.split)
-    return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
-
-
-def load_autoencoder(spec: str, device: torch.device | str = "cpu") -> nn.Module:
-    """A frozen autoencoder: ``preset:NAME`` (untrained, tests) or a folder with ``config.json`` +
-    ``model.safetensors`` (an autoencoder release, or a teacher checkpoint's ``autoencoder.*``)."""
-    if spec.startswith("preset:"):
-        torch.manual_seed(0)
-        ae = build_autoencoder(AUTOENCODER_PRESETS[spec.split(":", 1)[1]])
-    else:
-        from hand2world.paths import checkpoint_path
-
-        folder = checkpoint_path(spec)
-        if (folder / "autoencoder.json").is_file():  # a teacher checkpoint carries its autoencoder
-            cfg, weights = load_config(folder / "autoencoder.json"), folder / "autoencoder.safetensors"
-        else:
-            cfg, weights = load_config(folder / "config.json"), folder / "model.safetensors"
-        ae = build_autoencoder(cfg)
-        if cfg.kind == "conv":
-            ae.load_state_dict(load_file(str(weights)))
-    return ae.to(device).eval().requires_grad_(False)
-
-
-def autoencoder_extra(ae: nn.Module) -> dict[str, tuple[dict[str, Tensor], Any]]:
-    """The autoencoder's weights + config stored beside a video model (conv autoencoders; the Wan VAE
-    is referenced by its own config)."""
-    ae_cfg = getattr(ae, "config", None)
-    if ae_cfg is None or getattr(ae_cfg, "kind", "wan") != "conv":
-        return {}
-    return {"autoencoder": ({k: v for k, v in ae.state_dict().items()}, ae_cfg)}
-
-
-def latent_cache_dir(source: ClipSource, ae: nn.Module, control_input: str = "render") -> Path | None:
-    """Where whole-clip latents of a per-frame autoencoder are kept on disk between jobs.
-
-    Teacher training and both distillation stages read the same clips through the same frozen
-    autoencoder; encoding them once saves most of a CPU run's data time. The folder is keyed by
-    the dataset folder, the resolution and a hash of the autoencoder weights, so a retrained
-    autoencoder or another dataset never reads stale latents. ``HAND2WORLD_LATENT_CACHE=0``
-    turns it off; procedural datasets and temporal (Wan) autoencoders are not cached.
-    """
-    root = getattr(source.dataset, "root", None)
-    if root is None or getattr(ae, "temporal_factor", 1) != 1 or os.environ.get("HAND2WORLD_LATENT_CACHE") == "0":
-        return None
-    from hand2world.paths import runs_dir
-
-    h = hashlib.sha1(f"{Path(root).resolve()}|{source.size}".encode())
-    if control_input != "render":  # (keeps the key of render-conditioned latents unchanged)
-        h.update(control_input.encode())
-    for name, tensor in sorted(ae.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    for v in (getattr(ae, "mean", None), getattr(ae, "std", None)):
-        if v is not None:
-            h.update(v.cpu().numpy().tobytes())
-    return runs_dir() / "latent_cache" / h.hexdigest()[:16]
-
-
-def hand_coverage(control: Tensor, factor: int, threshold: int = 8) -> Tensor:
-    """Fraction of each latent cell's pixels covered by the control render's hands.
-
-    Args:
-        control: uint8 ``[T, H, W, 3]`` control renders (black background).
-        factor: the autoencoder's spatial factor.
-
-    Returns:
-        float ``[T, H / factor, W / factor]`` in [0, 1].
-    """
-    mask = (control.amax(-1) > threshold).float()[:, None]
-    return F.avg_pool2d(mask, factor)[:, 0]
-
-
-@dataclass
-class WindowBatch:
-    """One micro-batch of clip windows: clean latents ``x0 [B, C, T, h, w]``, their conditions, the
-    step's generator (noise, timesteps, dropout) and hand coverage ``hands [B, T, h, w]``."""
-
-    x0: Tensor
-    cond: Conditioning
-    generator: torch.Generator
-    hands: Tensor
-
-
-class LatentWindows:
-    """Clip windows in the DiT's latent space with their conditions: the one batch code of every
-    video-model job (teacher training, ODE-pair generation and DMD of the student).
-
-    Args:
-        source: prepared clips (``ClipSource``).
-        ae: the frozen autoencoder.
-        config: the DiT's config (scene placement, temporal factor).
-        device: where batches go.
-    """
-
-    def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
-        self.source, self.ae, self.config, self.device = source, ae, config, device
-        self._latents: dict[int, tuple[Tensor, Tensor]] = {}
-        self.cache_dir = latent_cache_dir(source, ae, getattr(config, "control_input", "render"))
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    @torch.no_grad()
-    def clip_latents(self, i: int) -> tuple[Tensor, Tensor]:
-        """Whole-clip (video, control) latents ``[C, T, h, w]`` of a per-frame autoencoder (cached)."""
-        if i not in self._latents:
-            path = None if self.cache_dir is None else self.cache_dir / f"{self.source.clip_id(i):07d}.safetensors"
-            if path is not None and path.is_file():
-                t = load_file(str(path))
-                self._latents[i] = (t["video"], t["control"])
-                return self._latents[i]
-            c = self.source.clip(i)
-            if getattr(self.config, "control_input", "render") == "mask":  # ablation: 2-D visible-hand masks
-                from hand2world.render import control_silhouette
-
-                c = {**c, "control": c["visible"] if "visible" in c else control_silhouette(c["control"])}
-            out = []
-            for key in ("video", "control"):
-                x = torch.from_numpy(c[key]).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None].to(self.device)
-                out.append(torch.cat([self.ae.encode(x[:, :, s:s + 16]) for s in range(0, x.shape[2], 16)], 2)[0])
-            self._latents[i] = (out[0].cpu(), out[1].cpu())
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                save_file({"video": self._latents[i][0].contiguous(), "control": self._latents[i][1].contiguous()},
-                          str(tmp))
-                os.replace(tmp, path)
-        return self._latents[i]
-
-    def starts(self, idx: list[int], g: torch.Generator) -> list[int]:
-        """A random window start per clip (drawn from ``g``)."""
-        return [int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g)) for i in idx]
-
-    @torch.no_grad()
-    def windows(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning]:
-        """Clean latents ``[B, C, T, h, w]`` and conditions of windows ``(clip idx[b], start starts[b])``.
-
-        The scene is the window's first latent frame (``scene_channels``); rays are relative to the
-        window's first camera. No condition dropout (callers add it).
-        """
-        x0, cond, _ = self.windows_with_hands(idx, starts)
-        return x0, cond
-
-    @torch.no_grad()
-    def windows_with_hands(self, idx: list[int], starts: list[int]) -> tuple[Tensor, Conditioning, Tensor]:
-        """``windows`` plus the hand coverage ``[B, T, h, w]`` of the latent cells (``hand_coverage``)."""
-        frames = self.source.frames
-        lat, ctl, rays, hands, scenes = [], [], [], [], []
-        r = self.config.vae_temporal_factor
-        for i, start in zip(idx, starts, strict=True):
-            if getattr(self.ae, "temporal_factor", 1) == 1:
-                v_lat, c_lat = self.clip_latents(i)
-                lat.append(v_lat[:, start:start + frames])
-                ctl.append(c_lat[:, start:start + frames])
-                win_rays = self.source.rays(i, start)
-            else:
-                w = self.source.window(i, start)
-                both = self.ae.encode(torch.stack([w["video"], w["control"]]).to(self.device)).cpu()
-                lat.append(both[0])
-                ctl.append(both[1])
-                win_rays = w["rays"]
-            rays.append(rays_to_latent_frames(win_rays[None], r)[0])
-            clip = self.source.clip(i)  # (in memory: the rays read it too)
-            # one pose and one coverage map per latent frame, picked as the rays are
-            hands.append(hand_coverage(torch.from_numpy(clip["control"][start:start + frames]),
-                                       self.ae.spatial_factor)[::r])
-            rel = self.source.rel_c2w(i, start)[::r]
-            scenes.append(scene_latents(self.config, lat[-1][None, :, 0].to(self.device),
-                                        torch.from_numpy(clip["K"]), rel[None])[0])
-        x0 = torch.stack(lat).to(self.device)
-        cond = Conditioning(control=torch.stack(ctl).to(self.device),
-                            scene=scene_channels(torch.stack(scenes), x0.shape[2],
-                                                 every_frame=self.config.scene_every_frame),
-                            rays=torch.stack(rays).to(self.device))
-        return x0, cond, torch.stack(hands).to(self.device)
-
-    @torch.no_grad()
-    def sample(self, optim: Any, step: int, micro: int, rank: int, world: int) -> WindowBatch:
-        """One deterministic micro-batch: clips from ``batch_indices``, starts and the returned generator
-        from ``step_generator(optim.seed, step, micro, rank)``."""
-        g = step_generator(optim.seed, step, micro, rank)
-        idx = batch_indices(len(self.source), optim.batch_size, optim.seed, step, micro, rank, world,
-                            optim.grad_accum)
-        x0, cond, hands = self.windows_with_hands(idx, self.starts(idx, g))
-        return WindowBatch(x0, cond, g, hands)
+__all__ = ["TeacherTask"]
 
 
 class TeacherTask:
@@ -287,8 +68,6 @@ class TeacherTask:
         fine-tuned from the same weights as the model it is compared with (the mask-conditioned model
         reads the same channels; the no-Plücker model drops the adapter's weights).
         """
-        from hand2world.stream.weights import load_video_model
-
         init, init_ae, _, _ = load_video_model(spec, "cpu")
         same = dataclasses.replace(init.config, **{f: getattr(self.config, f) for f in INIT_MAY_DIFFER})
         if same != self.config:

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from hand2world.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_release
+from hand2world.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, write_release
 from hand2world.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
