@@ -103,3 +103,28 @@ def test_composite_config_is_validated() -> None:
     with pytest.raises(ValueError, match="latent_dropout"):
         dataclasses.replace(TINY, latent_dropout=1.5)
     assert TINY.spatial_factor == 8 and AUTOENCODER_PRESETS["composite-guide-only"].latent_dropout == 1.0
+
+
+def test_composite_autoencoder_trains_on_guides_and_releases_statistics(tmp_path) -> None:
+    """The training task builds each frame's guide (scene warped into its camera + control render), the loss
+    falls, and the release carries latent statistics; a composite run refuses control frames."""
+    from hand2world.train import train_autoencoder
+    from hand2world.train.config import AutoencoderRunConfig, from_dict
+    from hand2world.train.data import ProceduralClips
+
+    clips = ProceduralClips(n=4, frames=4, size=32)
+    over = {"channels": [8, 8], "guide_channels": [4, 4, 8]}
+    raw = {"model": {"preset": "composite", "overrides": over}, "data": {"size": 32}, "control_fraction": 0.0,
+           "optim": {"steps": 50, "batch_size": 8, "lr": 3e-3, "warmup": 1, "ckpt_every": 1000, "log_every": 1},
+           "stats_frames": 8, "hand_weight": 4.0, "out_dir": str(tmp_path / "ae")}
+    out = train_autoencoder(from_dict(AutoencoderRunConfig, raw), dataset=clips)
+    losses = [v for _, v in out["losses"]]
+    assert len(losses) == 50 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
+    from hand2world.models import load_config
+
+    released = load_config(out["final"] / "config.json")
+    assert released.kind == "composite" and len(released.latent_std) == 8 and out["psnr_db"] > 10
+    with pytest.raises(ValueError, match="control_fraction"):
+        from hand2world.train.autoencoder import AutoencoderTask
+
+        AutoencoderTask(from_dict(AutoencoderRunConfig, {**raw, "control_fraction": 0.5}), dataset=clips)

@@ -105,7 +105,7 @@ def open_dataset(data: Any, control_input: str = "render") -> Any:
         root = Path(data.root).expanduser()
         if not (root / "index.json").is_file():
             raise FileNotFoundError(f"no clip dataset at {root} (make one with `hand2world world synth --out {root}`)")
-        keys = ("video", "control", "K", "c2w") + (("visible_mask",) if control_input == "mask" else ())
+        keys = ("video", "control", "K", "c2w", "scene") + (("visible_mask",) if control_input == "mask" else ())
         return ClipDataset(root, keys=keys, split=data.split)
     return ProceduralClips(n=data.procedural_clips, frames=data.frames, size=data.size, seed=data.seed)
 
@@ -132,15 +132,22 @@ class ClipSource:
         return int(ids[i]) if ids is not None else int(i)
 
     def clip(self, i: int) -> dict[str, np.ndarray]:
-        """``video``/``control`` uint8 ``[T, S, S, 3]``, ``K [3, 3]``, ``c2w [T, 4, 4]`` (cached)."""
+        """``video``/``control`` uint8 ``[T, S, S, 3]``, ``K [3, 3]``, ``c2w [T, 4, 4]``, ``scene [S, S, 3]`` and
+        ``scene_photo`` (cached).
+
+        ``scene`` is the clip's scene photo (the first camera's view without hands, as live use gives),
+        ``scene_photo`` True; a clip without one (annotated real video, older datasets) gives frame 0
+        and False."""
         if i not in self._cache:
             item = self.dataset[i]
             if item["video"].shape[0] < self.frames:
                 raise ValueError(f"clip {i} has {item['video'].shape[0]} frames < {self.frames} needed")
             video, K = fit_square(item["video"], self.size, np.asarray(item["K"]))
             control, _ = fit_square(item["control"], self.size, np.asarray(item["K"]))
-            self._cache[i] = {"video": video, "control": control, "K": K,
-                              "c2w": np.asarray(item["c2w"], np.float32)}
+            photo = item.get("scene")
+            scene = video[0] if photo is None else fit_square(photo[None], self.size, np.asarray(item["K"]))[0][0]
+            self._cache[i] = {"video": video, "control": control, "K": K, "scene": scene,
+                              "scene_photo": photo is not None, "c2w": np.asarray(item["c2w"], np.float32)}
             if "visible_mask" in item:  # the mask-conditioning ablation's control (white visible hand pixels)
                 from hand2world.render import mask_control
 
