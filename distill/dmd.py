@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hand2world.checkpoints import autoencoder_extra, flatten_optimizer_state, unflatten_optimizer_state
+from hand2world.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from hand2world.diffusion import flow_loss, guided_velocity, sample_timesteps, weighted_mse
 from hand2world.diffusion.flow import add_noise
-from hand2world.distill.common import setup_student
+from hand2world.distill.common import StudentTask
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import DiT
 from hand2world.stream.rollout import commit_context, rollout, student_timesteps
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DmdTask"]
 
 
-class DmdTask:
+class DmdTask(StudentTask):
     """DMD of the causal student on its own rollouts (a ``run_training`` task with a critic).
 
     Args:
@@ -52,14 +52,15 @@ class DmdTask:
     """
 
     def __init__(self, cfg: DistillRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:
-        folder = setup_student(self, cfg, dataset, device)
+        super().__init__(cfg, dataset, device)
+        assert self.teacher is not None
         self.critic = DiT(self.teacher.model.config).to(self.device)
         self.critic.load_state_dict(self.teacher.model.state_dict())
         self.critic_wrapped: nn.Module = self.critic
         self.critic_opt: torch.optim.Optimizer | None = None
         self.timesteps = student_timesteps(cfg.student.steps, cfg.student.shift)
         self._metrics: dict[str, float] = {}
-        log.info("DMD student from %s: steps %s, block %d, window %d, sink %d", folder,
+        log.info("DMD student from %s: steps %s, block %d, window %d, sink %d", self.init_folder,
                  [round(t, 3) for t in self.timesteps], self.config.frames_per_block, self.config.cache_window,
                  self.config.cache_sink)
 
@@ -90,9 +91,6 @@ class DmdTask:
 
     def metrics(self) -> dict[str, float]:
         return dict(self._metrics)
-
-    def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
-        return autoencoder_extra(self.ae)
 
     def configs(self) -> dict[str, Any]:
         return {"stream": self.cfg.student.stream_config()}

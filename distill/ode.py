@@ -32,9 +32,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from hand2world.checkpoints import autoencoder_extra
 from hand2world.diffusion import euler_sample, weighted_mse
-from hand2world.distill.common import TeacherBundle, setup_student
+from hand2world.distill.common import StudentTask, TeacherBundle
 from hand2world.distill.config import DistillRunConfig
 from hand2world.models import Conditioning
 from hand2world.stream.rollout import student_timesteps
@@ -131,7 +130,7 @@ def load_pairs(folder: Path, n: int, shard_size: int) -> dict[str, Tensor]:
     return {key: torch.cat([s[key] for s in shards]) for key in ("xt", "x0", "clip", "start")}
 
 
-class OdeTask:
+class OdeTask(StudentTask):
     """Regression of the block-causal student onto the teacher's ODE trajectories (a ``run_training`` task).
 
     Args:
@@ -141,11 +140,11 @@ class OdeTask:
     """
 
     def __init__(self, cfg: DistillRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:
-        folder = setup_student(self, cfg, dataset, device)
+        super().__init__(cfg, dataset, device)
         self.model.gradient_checkpointing = cfg.optim.gradient_checkpointing
         self.levels = torch.tensor(student_timesteps(cfg.student.steps, cfg.student.shift))
         self.pairs: dict[str, Tensor] | None = None
-        log.info("ODE student from %s: levels %s, block %d, window %d, sink %d", folder,
+        log.info("ODE student from %s: levels %s, block %d, window %d, sink %d", self.init_folder,
                  [round(float(t), 3) for t in self.levels], self.config.frames_per_block, self.config.cache_window,
                  self.config.cache_sink)
 
@@ -155,9 +154,6 @@ class OdeTask:
         folder = generate_pairs(self.cfg, self.teacher, self.windows, Path(run_dir) / "pairs", rank, world)
         self.pairs = load_pairs(folder, self.cfg.ode.pairs, self.cfg.ode.shard_size)
         self.teacher = None
-
-    def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
-        return autoencoder_extra(self.ae)
 
     def configs(self) -> dict[str, Any]:
         return {"stream": self.cfg.student.stream_config(stochastic=False)}

@@ -17,7 +17,6 @@ from hand2world.geometry.camera import (
     relative_c2w,
     scale_intrinsics,
     transform_points,
-    unproject,
 )
 from hand2world.geometry.rays import pixel_grid, plucker_rays, plucker_to_rgb
 from hand2world.geometry.rotations import (
@@ -54,5 +53,4 @@ __all__ = [
     "rotation_9d_to_matrix",
     "scale_intrinsics",
     "transform_points",
-    "unproject",
 ]

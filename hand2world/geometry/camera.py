@@ -34,7 +34,6 @@ __all__ = [
     "relative_c2w",
     "scale_intrinsics",
     "transform_points",
-    "unproject",
 ]
 
 
@@ -151,9 +150,6 @@ def backproject(uv: Any, depth: Any, K: Any) -> Tensor:
     ones = torch.ones_like(uv[..., :1])
     rays = torch.cat([uv, ones], dim=-1) @ torch.linalg.inv(K).transpose(-1, -2)  # z == 1
     return rays * depth[..., None]
-
-
-unproject = backproject
 
 
 def intrinsics_from_fov(

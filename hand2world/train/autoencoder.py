@@ -30,13 +30,14 @@ from hand2world.models.composite import CompositeAutoencoder, composite_guide, w
 from hand2world.models.config import save_config
 from hand2world.train.config import AutoencoderRunConfig
 from hand2world.train.data import ClipSource, batch_indices, open_dataset, step_generator
+from hand2world.train.trainer import Task
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AutoencoderTask", "finalize_autoencoder"]
 
 
-class AutoencoderTask:
+class AutoencoderTask(Task):
     """Frame reconstruction with ``FrameAutoencoder.loss``."""
 
     def __init__(self, cfg: AutoencoderRunConfig, dataset: Any = None, device: torch.device | str = "cpu") -> None:

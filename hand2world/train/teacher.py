@@ -22,6 +22,7 @@ from hand2world.diffusion import flow_loss, sample_timesteps
 from hand2world.models import Conditioning, DiT, drop_conditions
 from hand2world.train.config import TeacherRunConfig
 from hand2world.train.data import ClipSource, open_dataset
+from hand2world.train.trainer import Task
 from hand2world.train.windows import LatentWindows, WindowBatch
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ INIT_MAY_DIFFER = ("control_input", "camera_adapter_dim", "scene_warp_depth")
 __all__ = ["TeacherTask"]
 
 
-class TeacherTask:
+class TeacherTask(Task):
     """Rectified-flow training of the DiT on clip windows.
 
     Args:

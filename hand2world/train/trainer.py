@@ -12,13 +12,14 @@ Design choices:
 - bf16 autocast on CUDA (``precision=auto``); float32 master weights and EMA.
 - Exact resume: model, EMA, AdamW state and the step come back; data, noise and timesteps
   derive from (seed, step, micro, rank).
-- Optional task hooks, for jobs with more than one trained module (DMD: the student is the
-  task's ``model``, its critic is the task's own): ``setup(info, wrap)`` (after the model is
-  wrapped; ``wrap`` wraps another module the same way), ``state_dict() -> (tensors, meta)`` /
+- Optional task hooks are methods of ``Task`` with no-op defaults (a job overrides what it
+  needs), e.g. for jobs with more than one trained module (DMD: the student is the task's
+  ``model``, its critic is the task's own): ``setup(info, wrap)`` (after the model is wrapped;
+  ``wrap`` wraps another module the same way), ``state_dict() -> (tensors, meta) | None`` /
   ``load_state_dict(tensors, meta)`` (saved with every checkpoint, restored on resume),
   ``metrics() -> {name: float}`` (extra columns of ``metrics.jsonl``; keys ending in ``loss``
   are plotted), ``configs() -> {name: config}`` (``NAME.json`` in checkpoints and the release,
-  e.g. a student's ``stream.json``). Tasks without them run as before.
+  e.g. a student's ``stream.json``), ``extra()`` (weights stored beside the model).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -128,17 +129,38 @@ class EMA:
             t.copy_(src)
 
 
-class Task(Protocol):
-    """A training job for ``run_training``."""
+class Task:
+    """A training job for ``run_training``: a subclass sets ``model`` and ``config`` and defines ``loss``;
+    the other methods are optional hooks whose defaults do nothing."""
 
     model: nn.Module  # trainable module (unwrapped)
     config: Any  # architecture config saved as config.json
 
     def loss(self, model: Callable[..., Tensor], step: int, micro: int, rank: int, world: int) -> Tensor:
         """Loss of one micro-batch (``model`` is the possibly wrapped module)."""
+        raise NotImplementedError
 
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
         """Additional weights + configs stored with every checkpoint (e.g. the autoencoder)."""
+        return {}
+
+    def configs(self) -> dict[str, Any]:
+        """Configs written as ``NAME.json`` beside the weights (e.g. a student's ``stream.json``)."""
+        return {}
+
+    def setup(self, info: DistInfo, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Called once the model is wrapped, before a resume; ``wrap`` wraps another module the same way."""
+
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+        """The task's own state (tensors, JSON-able meta) saved with every checkpoint; None: it has none."""
+        return None
+
+    def load_state_dict(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (on resume)."""
+
+    def metrics(self) -> dict[str, float]:
+        """Extra columns of ``metrics.jsonl`` after each step."""
+        return {}
 
 
 def _wrap(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
@@ -158,30 +180,17 @@ def _wrap(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
 
-def wrap_module(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
-    """Wrap a module for data parallelism (DDP, FSDP2 or nothing), as the trained model is."""
-    return _wrap(model, info, parallel)
-
-
 def module_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Full, CPU-offloaded (model, optimiser) state dicts; the same call for plain, DDP and FSDP modules
     (collective under FSDP: every rank calls it)."""
-    return _state_dicts(model, opt)
-
-
-def load_module_state(model: nn.Module, opt: torch.optim.Optimizer, msd: dict, osd: dict) -> None:
-    """Inverse of ``module_state``."""
-    _load_state_dicts(model, opt, msd, osd)
-
-
-def _state_dicts(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_state_dict(model, opt, options=opts)
 
 
-def _load_state_dicts(model: nn.Module, opt: torch.optim.Optimizer, msd: dict, osd: dict) -> None:
+def load_module_state(model: nn.Module, opt: torch.optim.Optimizer, msd: dict, osd: dict) -> None:
+    """Inverse of ``module_state``."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd,
@@ -247,19 +256,18 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     opt = torch.optim.AdamW([p for p in raw.parameters() if p.requires_grad], lr=optim.lr, betas=optim.betas,
                             weight_decay=optim.weight_decay)
     ema = EMA(raw, optim.ema_decay) if optim.ema_decay > 0 else None
-    if hasattr(task, "setup"):
-        task.setup(info, lambda m: _wrap(m, info, parallel))
+    task.setup(info, lambda m: _wrap(m, info, parallel))
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt)
-        _load_state_dicts(raw, opt, state["model"], state["optimizer"])
+        load_module_state(raw, opt, state["model"], state["optimizer"])
         if ema is not None and state["ema"] is not None:
             ema.load_state_dict(state["ema"])
-        if hasattr(task, "load_state_dict"):
-            if state["task_state"] is None:
-                raise ValueError(f"{ckpt} has no task_state.safetensors for this job")
+        if state["task_state"] is not None:
             task.load_state_dict(*state["task_state"])
+        elif task.state_dict() is not None:
+            raise ValueError(f"{ckpt} has no task_state.safetensors for this job")
         start = int(state["train_state"]["step"])
         log.info("resumed from %s (step %d)", ckpt, start)
     use_bf16 = optim.precision == "bf16" or (optim.precision == "auto" and info.device.type == "cuda")
@@ -275,12 +283,12 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     losses: list[tuple[int, float]] = []
     t0, bar = time.perf_counter(), tqdm(total=end, initial=start, disable=not info.is_main, desc="train")
 
-    configs = task.configs() if hasattr(task, "configs") else {}
+    configs = task.configs()
 
     def checkpoint(step: int) -> None:
-        msd, osd = _state_dicts(raw, opt)
+        msd, osd = module_state(raw, opt)
         ema_sd = ema.state_dict() if ema is not None else None
-        task_state = task.state_dict() if hasattr(task, "state_dict") else None
+        task_state = task.state_dict()
         if info.is_main:
             save_checkpoint(run_dir, step, msd, osd, task.config, {"run_config": run_config}, ema=ema_sd,
                             extra=task.extra(), keep=optim.keep_checkpoints, task_state=task_state,
@@ -312,7 +320,7 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
         losses.append((step + 1, total))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
-        extra_metrics = task.metrics() if hasattr(task, "metrics") else {}
+        extra_metrics = task.metrics()
         if extra_metrics:
             bar.set_postfix(loss=f"{total:.4f}", **{k: f"{v:.4f}" for k, v in extra_metrics.items()})
         if info.is_main:
@@ -329,7 +337,7 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     if end > start:
         checkpoint(end)
     if end == optim.steps:
-        weights = ema.state_dict() if ema is not None else {k: v for k, v in _state_dicts(raw, opt)[0].items()}
+        weights = ema.state_dict() if ema is not None else {k: v for k, v in module_state(raw, opt)[0].items()}
         if info.is_main:
             final = write_release(run_dir / "final", weights, task.config, task.extra(), run_config, configs)
     return {"losses": losses, "steps_per_s": (end - start) / elapsed if elapsed > 0 else 0.0, "final": final,
