@@ -128,3 +128,42 @@ def test_composite_autoencoder_trains_on_guides_and_releases_statistics(tmp_path
         from hand2world.train.autoencoder import AutoencoderTask
 
         AutoencoderTask(from_dict(AutoencoderRunConfig, {**raw, "control_fraction": 0.5}), dataset=clips)
+
+
+def test_windows_of_a_clip_with_a_scene_photo_start_from_the_photo() -> None:
+    """A clip with a scene photo gives windows as a live stream has them: frame 0 is the photo's latent with the
+    empty control and the scene camera, then the clip's frames after the start with cameras relative to the
+    photo's; a clip without one keeps its window's own first frame."""
+    from hand2world.geometry import plucker_rays, relative_c2w
+    from hand2world.models import DiTConfig
+    from hand2world.train.data import ClipSource, ProceduralClips
+    from hand2world.train.windows import LatentWindows
+
+    base = ProceduralClips(n=2, frames=6, size=32)
+    photo = np.full((32, 32, 3), 200, np.uint8)
+    items = [{**base[0], "scene": photo}, base[1]]
+    source = ClipSource(items, 32, 4)
+    ae = build_autoencoder(dataclasses.replace(TINY, channels=(8, 8), guide_channels=(4, 4, 8))).eval()
+    cfg = DiTConfig(latent_channels=8, dim=24, num_heads=2, num_layers=1, ffn_dim=32, freq_dim=16,
+                    camera_adapter_dim=8, vae_factor=4, latent_size=(8, 8), scene_every_frame=True,
+                    scene_warp_depth=0.5)
+    win = LatentWindows(source, ae, cfg, torch.device("cpu"))
+    x0, cond, hands = win.windows_with_hands([0, 1], [2, 2])
+    assert x0.shape == (2, 8, 4, 8, 8)
+    clip0 = source.clip(0)
+    v_lat, c_lat = win.clip_latents(0)
+    with torch.no_grad():
+        want_scene = ae.encode(torch.from_numpy(photo).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1)[0, :, 0]
+        black = ae.encode(torch.full((1, 3, 1, 32, 32), -1.0))[0, :, 0]
+    torch.testing.assert_close(x0[0, :, 0], want_scene)
+    torch.testing.assert_close(x0[0, :, 1:], v_lat[:, 3:6])
+    torch.testing.assert_close(cond.control[0, :, 0], black)
+    assert float(hands[0, 0].abs().max()) == 0.0
+    rel = relative_c2w(torch.from_numpy(clip0["c2w"][[0, 3, 4, 5]]))
+    torch.testing.assert_close(cond.rays[0], plucker_rays(torch.from_numpy(clip0["K"]), rel, 32, 32).transpose(0, 1))
+    # the clip without a photo: its own frames 2..5, scene = frame 2
+    v1, _ = win.clip_latents(1)
+    torch.testing.assert_close(x0[1], v1[:, 2:6])
+    assert not source.clip(1)["scene_photo"] and source.clip(0)["scene_photo"]
+    w = source.window(0, 2)
+    assert float(w["control"][:, 0].max()) == -1.0 and np.allclose(w["video"][:, 0].numpy(), 200 / 127.5 - 1)

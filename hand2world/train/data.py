@@ -156,16 +156,26 @@ class ClipSource:
         return self._cache[i]
 
     def window(self, i: int, start: int) -> dict[str, Tensor]:
-        """Frames ``[start, start + frames)``: video/control ``[3, T, S, S]`` in [-1, 1], rays ``[6, T, S, S]``."""
+        """The window's frames (``window_frames``): video/control ``[3, T, S, S]`` in [-1, 1], rays ``[6, T, S, S]``;
+        with a scene photo, frame 0 is the photo and its control is black (no hands)."""
         c = self.clip(i)
-        sl = slice(start, start + self.frames)
+        sel = self.window_frames(i, start)
+        video, control = c["video"][sel], c["control"][sel]
+        if c["scene_photo"]:
+            video[0], control[0] = c["scene"], 0
         def to_t(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(a[sl]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-        return {"video": to_t(c["video"]), "control": to_t(c["control"]), "rays": self.rays(i, start)}
+            return torch.from_numpy(a).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        return {"video": to_t(video), "control": to_t(control), "rays": self.rays(i, start)}
+
+    def window_frames(self, i: int, start: int) -> list[int]:
+        """The clip frames of the window at ``start``: ``start .. start + frames - 1``, or, for a clip with a
+        scene photo, frame 0 (the photo's camera: the window's scene) then ``start + 1 .. start + frames - 1``."""
+        first = 0 if self.clip(i)["scene_photo"] else start
+        return [first, *range(start + 1, start + self.frames)]
 
     def rel_c2w(self, i: int, start: int) -> Tensor:
-        """Camera poses ``[T, 4, 4]`` of a window relative to its first camera."""
-        return relative_c2w(torch.from_numpy(self.clip(i)["c2w"][start:start + self.frames]))
+        """Camera poses ``[T, 4, 4]`` of a window's frames (``window_frames``) relative to its first camera."""
+        return relative_c2w(torch.from_numpy(self.clip(i)["c2w"][self.window_frames(i, start)]))
 
     def rays(self, i: int, start: int) -> Tensor:
         """Plücker rays ``[6, T, S, S]`` of a window, relative to its first camera."""

@@ -12,6 +12,11 @@ Design choices:
   frame as the scene (``scene_channels``), Plücker rays relative to the window's first camera,
   and the hand coverage of each latent cell (``hand_coverage``, for hand-weighted losses).
   No condition dropout here (tasks add it).
+- A clip with a scene photo (the first camera's hands-free view, ``ClipSource``'s ``scene_photo``)
+  is used as live streaming uses a photo: the window's frame 0 is the photo's latent with the empty
+  control (the latent of a black control image) and the scene camera, and the frames after it are
+  ``start + 1 ..`` with cameras relative to the photo's. Other clips (annotated real video) keep their
+  window's first frame as the scene.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class LatentWindows:
     def __init__(self, source: ClipSource, ae: nn.Module, config: Any, device: torch.device) -> None:
         self.source, self.ae, self.config, self.device = source, ae, config, device
         self._latents: dict[int, tuple[Tensor, Tensor]] = {}
+        self._scenes: dict[int, Tensor] = {}
+        self._empty: Tensor | None = None
         self.cache_dir = latent_cache_dir(source, ae, getattr(config, "control_input", "render"))
 
     def __len__(self) -> int:
@@ -129,6 +136,22 @@ class LatentWindows:
                 os.replace(tmp, path)
         return self._latents[i]
 
+    @torch.no_grad()
+    def scene_latent(self, i: int) -> Tensor:
+        """``[C, 1, h, w]``: the latent of clip ``i``'s scene photo (kept in memory)."""
+        if i not in self._scenes:
+            x = torch.from_numpy(self.source.clip(i)["scene"]).permute(2, 0, 1)[None, :, None]
+            self._scenes[i] = self.ae.encode(x.float().div(127.5).sub(1.0).to(self.device))[0].cpu()
+        return self._scenes[i]
+
+    @torch.no_grad()
+    def empty_control(self) -> Tensor:
+        """``[C, 1, h, w]``: the latent of a black control image (no hands), as streaming gives the scene frame."""
+        if self._empty is None:
+            s = self.source.size
+            self._empty = self.ae.encode(torch.full((1, 3, 1, s, s), -1.0, device=self.device))[0].cpu()
+        return self._empty
+
     def starts(self, idx: list[int], g: torch.Generator) -> list[int]:
         """A random window start per clip (drawn from ``g``)."""
         return [int(torch.randint(0, self.source.max_start(i) + 1, (1,), generator=g)) for i in idx]
@@ -150,10 +173,19 @@ class LatentWindows:
         lat, ctl, rays, hands, scenes = [], [], [], [], []
         r = self.config.vae_temporal_factor
         for i, start in zip(idx, starts, strict=True):
+            clip = self.source.clip(i)
+            photo = bool(clip["scene_photo"]) and getattr(self.ae, "temporal_factor", 1) == 1
+            cov = hand_coverage(torch.from_numpy(clip["control"][start:start + frames]), self.ae.spatial_factor)
             if getattr(self.ae, "temporal_factor", 1) == 1:
                 v_lat, c_lat = self.clip_latents(i)
-                lat.append(v_lat[:, start:start + frames])
-                ctl.append(c_lat[:, start:start + frames])
+                sel = self.source.window_frames(i, start)
+                if photo:  # frame 0: the hands-free photo, no control; then the clip's frames after start
+                    lat.append(torch.cat([self.scene_latent(i), v_lat[:, sel[1:]]], 1))
+                    ctl.append(torch.cat([self.empty_control(), c_lat[:, sel[1:]]], 1))
+                    cov = torch.cat([torch.zeros_like(cov[:1]), cov[1:]])
+                else:
+                    lat.append(v_lat[:, sel])
+                    ctl.append(c_lat[:, sel])
                 win_rays = self.source.rays(i, start)
             else:
                 w = self.source.window(i, start)
@@ -162,10 +194,8 @@ class LatentWindows:
                 ctl.append(both[1])
                 win_rays = w["rays"]
             rays.append(rays_to_latent_frames(win_rays[None], r)[0])
-            clip = self.source.clip(i)  # (in memory: the rays read it too)
             # one pose and one coverage map per latent frame, picked as the rays are
-            hands.append(hand_coverage(torch.from_numpy(clip["control"][start:start + frames]),
-                                       self.ae.spatial_factor)[::r])
+            hands.append(cov[::r])
             rel = self.source.rel_c2w(i, start)[::r]
             scenes.append(scene_latents(self.config, lat[-1][None, :, 0].to(self.device),
                                         torch.from_numpy(clip["K"]), rel[None])[0])
