@@ -7,7 +7,15 @@ import pickle
 import numpy as np
 import pytest
 
-from hand2world.data import ClipDataset, ClipWriter, actions_from, validate_clip, write_index, write_shard
+from hand2world.data import (
+    ClipDataset,
+    ClipWriter,
+    actions_from,
+    scene_image,
+    validate_clip,
+    write_index,
+    write_shard,
+)
 
 
 def _clip(rng: np.random.Generator, t: int = 3, h: int = 8, w: int = 10, action: str = "push") -> dict:
@@ -117,3 +125,28 @@ def test_dataloader_workers(tmp_path):
     batches = list(loader)
     assert len(batches) == 2 and batches[0]["video"].shape == (2, 3, 8, 10, 3)
     assert batches[1]["index"].tolist() == [2, 3]
+
+
+def test_scene_photo_round_trip_and_fallback(tmp_path):
+    """A clip's ``scene`` photo is stored and read back; ``scene_image`` gives it, else frame 0 (real video),
+    for single clips and collated batches alike; a scene of the wrong shape is refused."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    with_scene = _clip(rng)
+    with_scene["scene"] = rng.integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    without = _clip(rng)
+    write_shard(tmp_path, 0, [with_scene, without], first=0)
+    write_index(tmp_path)
+    ds = ClipDataset(tmp_path)
+    a, b = ds[0], ds[1]
+    np.testing.assert_array_equal(a["scene"], with_scene["scene"])
+    np.testing.assert_array_equal(scene_image(a), with_scene["scene"])
+    assert not np.array_equal(scene_image(a), a["video"][0])
+    assert "scene" not in b
+    np.testing.assert_array_equal(scene_image(b), without["video"][0])
+    batch = {"video": torch.as_tensor(np.stack([a["video"], b["video"]]))}
+    assert torch.equal(scene_image(batch), batch["video"][:, 0])
+    bad = _clip(rng)
+    bad["scene"] = np.zeros((4, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match="scene"):
+        validate_clip(bad)

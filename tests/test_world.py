@@ -246,8 +246,8 @@ def test_forearms_change_pixels_not_ground_truth(tmp_path):
     (the forearm only occludes), and a dataset whose world.json predates the setting still resumes."""
     import json
 
-    plain = synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False)
-    arms = synthesize(tmp_path / "arms", 2, 5, 64, seed=3, workers=1, progress=False, arms=True)
+    plain = synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False, arms=False)
+    arms = synthesize(tmp_path / "arms", 2, 5, 64, seed=3, workers=1, progress=False)  # forearms by default
     assert plain["made"] == arms["made"] == 2
     a, b = ClipDataset(tmp_path / "plain"), ClipDataset(tmp_path / "arms")
     changed = 0
@@ -258,10 +258,45 @@ def test_forearms_change_pixels_not_ground_truth(tmp_path):
         assert not (cb["visible_mask"] & ~ca["visible_mask"]).any()  # a forearm can only hide hand pixels
         changed += int((ca["video"] != cb["video"]).any(-1).sum())
     assert changed > 50
+    # a world.json that predates a setting holds its legacy value: an old arm-less dataset of this style resumes
+    # only as arm-less; one that predates the style (style 1 clips) never takes clips of this style
     cfg = tmp_path / "plain" / "world.json"
     old = json.loads(cfg.read_text())
     old.pop("arms")
     cfg.write_text(json.dumps(old))
-    assert synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False)["skipped"] == 2
+    assert synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False, arms=False)["skipped"] == 2
     with pytest.raises(ValueError):
-        synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False, arms=True)
+        synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False)
+    old.pop("style")
+    cfg.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="style"):
+        synthesize(tmp_path / "plain", 2, 5, 64, seed=3, workers=1, progress=False, arms=False)
+
+
+def test_scene_photo_has_no_hands_arms_or_shadows(world):
+    """``scene`` is frame 0's camera without hands, forearms or their shadows: where frame 0 shows neither a hand,
+    an arm nor a shadow of one, the two images agree; where it shows a hand they differ; in a still-head clip whose
+    objects do not move, every later frame equals the scene photo outside what the hands and arms change."""
+    _, ds = world
+    agree = differ = 0
+    for i in range(CLIPS):
+        c = ds[i]
+        scene, first = c["scene"].astype(int), c["video"][0].astype(int)
+        assert c["scene"].shape == (SIZE, SIZE, 3) and c["scene"].dtype == np.uint8
+        hand = c["visible_mask"][0]
+        if hand.sum() >= 10:
+            differ += int(np.abs(scene - first).sum(-1)[hand].mean() > 15)  # coverage edges may match the photo
+            agree += 1
+    assert agree >= 10 and differ == agree, (differ, agree)
+    # one clip checked pixel by pixel: a still head and resting objects leave the scene photo unchanged outside
+    # the pixels that changed between frame 0 and a frame with the hand elsewhere
+    found = 0
+    for i in range(CLIPS):
+        c, meta = ds[i], ds.meta(i)
+        if meta["head_moving"] or meta["objects_path"] > 0 or not c["visible_mask"].any():
+            continue
+        same = (c["video"] == c["scene"][None]).all(-1)  # [T, H, W]: pixels equal to the scene photo
+        assert same.mean() > 0.5, i  # most of each frame is the scene as photographed
+        assert same[c["visible_mask"]].mean() < 0.3, i  # visible hand pixels are not the photo's (but coverage edges)
+        found += 1
+    assert found >= 2

@@ -37,6 +37,10 @@ Per-clip keys (``T`` frames, ``H x W`` pixels, hands indexed 0 = left, 1 = right
 key                dtype / shape          meaning
 =================  =====================  ==============================================================
 video              uint8 [T,H,W,3]        RGB frames
+scene              uint8 [H,W,3]          the scene photo: the first camera's view of the scene without
+                                          hands, forearms or their shadows (objects where they start);
+                                          optional (real video has none): use ``scene_image(clip)``,
+                                          which falls back to ``video[0]``
 control            uint8 [T,H,W,3]        control render of the full hand meshes (nothing occludes it)
 K                  float32 [3,3]          intrinsics (pixels of this resolution)
 c2w                float32 [T,4,4]        camera-to-world per frame (OpenCV camera; world = source's frame)
@@ -61,8 +65,10 @@ split, seed, index str, int, int          provenance: split name, the seed that 
 The clip's whole ``meta.json`` (action label, split, seed, source details) is
 ``ClipDataset.meta(i)``; it stays out of the item so torch's default collate works.
 
-Sources without some ground truth (real video has no ``object_poses``) may omit those keys;
-``REQUIRED_KEYS`` are always present.
+Sources without some ground truth (real video has no ``object_poses`` and no ``scene``) may
+omit those keys; ``REQUIRED_KEYS`` are always present. ``scene_image`` is the one place that
+decides what a clip's scene image is (its ``scene`` photo, else its first frame): training,
+evaluation and generation call it rather than reading ``video[0]``.
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ __all__ = [
     "ClipWriter",
     "actions_from",
     "read_index",
+    "scene_image",
     "shard_name",
     "validate_clip",
     "write_index",
@@ -108,7 +115,7 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 REQUIRED_KEYS: tuple[str, ...] = (
     "video", "control", "K", "c2w", "joints3d", "joints2d", "hand_mask", "visible_mask", "depth", "actions",
 )
-ARRAY_KEYS: tuple[str, ...] = REQUIRED_KEYS + ("hand_params", "hands_present", "object_poses", "object_info")
+ARRAY_KEYS: tuple[str, ...] = REQUIRED_KEYS + ("scene", "hand_params", "hands_present", "object_poses", "object_info")
 _STORE_DTYPES = {"depth": np.float16}
 
 
@@ -136,6 +143,21 @@ def actions_from(c2w: np.ndarray, joints3d: np.ndarray) -> np.ndarray:
         np.float32)
 
 
+def scene_image(clip: Any) -> Any:
+    """The scene image of a clip: its ``scene`` photo when it has one, else its first frame.
+
+    Args:
+        clip: a clip (or a collated batch) with ``video [..., T, H, W, 3]`` and optionally
+            ``scene [..., H, W, 3]`` (NumPy arrays or torch tensors).
+
+    Returns:
+        ``[..., H, W, 3]``: ``clip["scene"]`` or ``clip["video"][..., 0, :, :, :]``.
+    """
+    if "scene" in clip and clip["scene"] is not None:
+        return clip["scene"]
+    return clip["video"][..., 0, :, :, :]
+
+
 def validate_clip(clip: dict[str, Any]) -> None:
     """Raise ``ValueError`` unless ``clip`` has the required keys with consistent shapes and dtypes."""
     missing = [k for k in REQUIRED_KEYS if k not in clip]
@@ -150,6 +172,8 @@ def validate_clip(clip: dict[str, Any]) -> None:
         "joints3d": ((t, 2, 21, 3), None), "joints2d": ((t, 2, 21, 2), None), "hand_mask": ((t, h, w), np.bool_),
         "visible_mask": ((t, h, w), np.bool_), "depth": ((t, h, w), None), "actions": ((t, ACTION_DIM), None),
     }
+    if "scene" in clip:
+        expect["scene"] = ((h, w, 3), np.uint8)
     for key, (shape, dtype) in expect.items():
         a = np.asarray(clip[key])
         if a.shape != shape:

@@ -4,7 +4,9 @@
 - ``rig`` / ``actions``: both hands of the open model driven by an action library with natural timing.
 - ``dynamics``: pushes slide objects, grasps carry them, loose objects fall and rest.
 - ``gl``: moderngl (EGL) renderer: shaded RGB, depth, visible and full hand masks.
-- ``synth``: ``synthesize(out_dir, clips, frames, size, seed, workers)`` -> ``hand2world.data`` clips.
+- ``look``: per-clip appearance from its own random stream: key and ambient light, shadow softness, skin.
+- ``synth``: ``synthesize(out_dir, clips, frames, size, seed, workers)`` -> ``hand2world.data`` clips
+  (each with its hand-free scene photo).
 - ``preview``: contact sheet (RGB | control | masks | depth).
 """
 

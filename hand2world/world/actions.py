@@ -30,7 +30,6 @@ import numpy as np
 
 from hand2world.hands.sampling import ANATOMICAL_RANGES
 from hand2world.world.rig import (
-    SKIN_TONES,
     HandRig,
     articulation,
     fingertip_point,
@@ -62,12 +61,11 @@ class Key:
 
 @dataclass
 class HandTrack:
-    """One hand's keys plus its identity: side, shape ``betas [10]``, skin colour (RGB 0..1)."""
+    """One hand's keys plus its identity: side and shape ``betas [10]`` (its skin is the clip's ``look``)."""
 
     side: str
     keys: list[Key]
     betas: np.ndarray
-    skin: np.ndarray
 
     def sample(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Minimum-jerk interpolation at ``times [T]`` -> ``pos [T,3], f [T,3], n [T,3], anat [T,15,3]``."""
@@ -414,6 +412,5 @@ def sample_script(rng: np.random.Generator, scene: Scene, rig: HandRig, duration
             script.attach_t = offset + script.attach_t * scale
             script.release_t = offset + script.release_t * scale
         betas = rng.uniform(-1.5, 1.5, 10)
-        skin = np.clip(SKIN_TONES[int(rng.integers(len(SKIN_TONES)))] * rng.uniform(0.94, 1.06, 3), 0, 1)
-        script.tracks.append(HandTrack(side, b.keys, betas, skin))
+        script.tracks.append(HandTrack(side, b.keys, betas))
     return script

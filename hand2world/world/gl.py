@@ -21,13 +21,21 @@ Design choices:
   fingertip joint is a surface vertex, so its pixel is always touched by the hand), and since
   both masks use the same sub-samples the visible mask is exactly a subset of the full one.
 - Materials are procedural in the fragment shader (solid, checker, stripes, wood, noise,
-  tiles) from two colours and a scale, evaluated on object-local coordinates so textures
-  move with their objects; nothing is uploaded per texture.
-- Lighting: ambient + one directional key light (Lambert) + a Blinn-Phong highlight. The key
-  light casts shadows (hands on the table, objects on each other): an orthographic depth map
-  along the light (1024², covering the table) of the casters (objects, hands; the table and
-  room only receive) rendered every frame with the id-only program,
-  sampled with 3x3 hardware-compared PCF and a slope-scaled bias.
+  tiles, skin) from two colours and a scale, evaluated on texture coordinates that move with
+  the surface: a mesh's own frame for rigid meshes, a static per-vertex copy for hands (their
+  first-frame surface in the hand's frame), so skin detail stays on the skin; nothing is
+  uploaded per texture. Skin is 3-D noise (blotches, grain, marks, palm creases) plus a
+  palm-side tone, lit with wrap lighting.
+- Lighting: hemispheric ambient (sky from above, a bounce from below) + one directional key
+  light (Lambert, or wrapped for skin) + a Blinn-Phong highlight. The key light casts shadows
+  (hands and arms on the table, objects on each other): an orthographic depth map along the
+  light (1024², covering the table) of the casters (objects, hands, arms; the table and room
+  only receive) rendered every frame with the id-only program, sampled with percentage-closer
+  soft shadows (8-tap blocker search, 12-tap bilinear PCF on a per-pixel rotated disk, a
+  slope-scaled bias): the penumbra grows with the caster-receiver distance times the light's
+  angular size (``set_light(softness=...)``), so shadows range from hard to soft per clip and
+  harden where a hand touches the table. Colours pass a soft shoulder above 0.8 instead of a
+  hard clip (bright warm light keeps skin gradations).
 - ``LP_NUM_THREADS`` (llvmpipe's raster threads) is left to the caller: worker processes
   set it to 1 so two workers use two cores without oversubscription.
 """
@@ -45,7 +53,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PATTERNS", "Material", "WorldRenderer", "projection_from_K"]
 
 #: procedural patterns (``Material.pattern``)
-PATTERNS: tuple[str, ...] = ("solid", "checker", "stripes", "wood", "noise", "tiles")
+PATTERNS: tuple[str, ...] = ("solid", "checker", "stripes", "wood", "noise", "tiles", "skin")
 
 _VERTEX = """
 #version 330
@@ -55,6 +63,8 @@ uniform mat4 u_proj;
 uniform mat4 u_light_vp;
 in vec3 in_pos;
 in vec3 in_normal;
+in vec3 in_tex;
+in vec3 in_tex_normal;
 out vec4 v_light;
 out vec3 v_world;
 out vec3 v_local;
@@ -65,9 +75,9 @@ void main() {
     vec4 world = u_model * vec4(in_pos, 1.0);
     vec4 cam = u_view * world;
     v_world = world.xyz;
-    v_local = in_pos;
+    v_local = in_tex;
     v_normal = mat3(u_model) * in_normal;
-    v_local_normal = in_normal;
+    v_local_normal = in_tex_normal;
     v_depth = cam.z;
     v_light = u_light_vp * world;
     gl_Position = u_proj * cam;
@@ -81,12 +91,21 @@ uniform vec3 u_col_b;
 uniform int u_pattern;
 uniform float u_scale;
 uniform float u_shine;
+uniform float u_spec;
+uniform float u_wrap;
+uniform vec3 u_palm_col;
+uniform float u_palm;
+uniform float u_detail;
 uniform vec3 u_light_dir;
 uniform vec3 u_light_col;
 uniform vec3 u_ambient;
+uniform vec3 u_ground;
 uniform vec3 u_eye;
 uniform sampler2DShadow u_shadow;
+uniform sampler2D u_shadow_raw;
 uniform float u_use_shadow;
+uniform float u_penumbra;
+uniform float u_min_radius;
 in vec4 v_light;
 in vec3 v_world;
 in vec3 v_local;
@@ -97,12 +116,23 @@ layout(location = 0) out vec4 out_color;
 layout(location = 1) out float out_depth;
 
 float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
+float hash3(vec3 p) { return fract(sin(dot(p, vec3(127.1, 311.7, 74.7))) * 43758.5453); }
 float vnoise(vec2 p) {
     vec2 i = floor(p), f = fract(p);
     vec2 u = f * f * (3.0 - 2.0 * f);
     return mix(mix(hash(i), hash(i + vec2(1, 0)), u.x), mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), u.x), u.y);
 }
+float vnoise3(vec3 p) {
+    vec3 i = floor(p), f = fract(p);
+    vec3 u = f * f * (3.0 - 2.0 * f);
+    float a = mix(mix(hash3(i), hash3(i + vec3(1, 0, 0)), u.x),
+                  mix(hash3(i + vec3(0, 1, 0)), hash3(i + vec3(1, 1, 0)), u.x), u.y);
+    float b = mix(mix(hash3(i + vec3(0, 0, 1)), hash3(i + vec3(1, 0, 1)), u.x),
+                  mix(hash3(i + vec3(0, 1, 1)), hash3(i + vec3(1, 1, 1)), u.x), u.y);
+    return mix(a, b, u.z);
+}
 float fbm(vec2 p) { return 0.5 * vnoise(p) + 0.3 * vnoise(2.03 * p) + 0.2 * vnoise(4.01 * p); }
+float fbm3(vec3 p) { return 0.5 * vnoise3(p) + 0.3 * vnoise3(2.03 * p) + 0.2 * vnoise3(4.01 * p); }
 
 float pattern(vec2 uv) {
     vec2 p = uv * u_scale;
@@ -114,27 +144,66 @@ float pattern(vec2 uv) {
     return 0.0;
 }
 
+// skin: 3-D noise on the surface's rest coordinates (x along the fingers / the arm, y toward the palm)
+vec3 skin(vec3 p, vec3 pn) {
+    vec3 q = p * u_scale;
+    float blotch = fbm3(q * 0.12);                      // centimetre-scale redness and evenness
+    vec3 c = mix(u_col_a, u_col_b, u_detail * smoothstep(0.35, 0.85, blotch));
+    c *= 1.0 + u_detail * 0.16 * (vnoise3(q * 1.7) - 0.5);  // fine grain (pores, hair shadow)
+    c *= 1.0 - u_detail * 0.10 * smoothstep(0.72, 0.9, fbm3(q * 0.5 + 7.0));  // freckles, small marks
+    float side = smoothstep(-0.15, 0.55, normalize(pn).y);  // 1 on the palm side
+    c = mix(c, u_palm_col, u_palm * side);
+    float line = abs(fract(p.x * 140.0 + 1.2 * vnoise3(q * 0.25)) - 0.5) * 2.0;  // creases across the fingers
+    c *= 1.0 - u_detail * 0.22 * side * (1.0 - smoothstep(0.0, 0.12, line)) * step(0.45, vnoise3(q * 0.2 + 3.0));
+    return c;
+}
+
+const vec2 DISK[12] = vec2[](vec2(-0.326, -0.406), vec2(-0.840, -0.074), vec2(-0.696, 0.457), vec2(-0.203, 0.621),
+    vec2(0.962, -0.195), vec2(0.473, -0.480), vec2(0.519, 0.767), vec2(0.185, -0.893), vec2(0.507, 0.064),
+    vec2(0.896, 0.412), vec2(-0.322, -0.933), vec2(-0.792, -0.598));
+
+// percentage-closer soft shadows: blocker search, then a penumbra that widens with the blocker's distance
+float shadow_lit(vec3 lp, float bias) {
+    float zr = lp.z - bias;
+    float a = 6.2832 * hash(gl_FragCoord.xy);
+    mat2 rot = mat2(cos(a), sin(a), -sin(a), cos(a));
+    float search = u_min_radius + u_penumbra * 0.08;
+    float blockers = 0.0, zb = 0.0;
+    for (int i = 0; i < 8; i++) {
+        float d = texture(u_shadow_raw, lp.xy + rot * DISK[i] * search).r;
+        if (d < zr) { blockers += 1.0; zb += d; }
+    }
+    if (blockers == 0.0) return 1.0;
+    float radius = max(u_min_radius, (zr - zb / blockers) * u_penumbra);
+    float lit = 0.0;
+    for (int i = 0; i < 12; i++) lit += texture(u_shadow, vec3(lp.xy + rot * DISK[i] * radius, zr));
+    return lit / 12.0;
+}
+
 void main() {
     vec3 an = abs(v_local_normal);
-    vec2 uv = an.z >= max(an.x, an.y) ? v_local.xy : (an.x >= an.y ? v_local.yz : v_local.xz);
-    vec3 albedo = mix(u_col_a, u_col_b, pattern(uv));
+    vec3 albedo;
+    if (u_pattern == 6) albedo = skin(v_local, v_local_normal);
+    else {
+        vec2 uv = an.z >= max(an.x, an.y) ? v_local.xy : (an.x >= an.y ? v_local.yz : v_local.xz);
+        albedo = mix(u_col_a, u_col_b, pattern(uv));
+    }
     vec3 n = normalize(v_normal);
     vec3 view = normalize(u_eye - v_world);
     if (dot(n, view) < 0.0) n = -n;
-    float diffuse = max(dot(n, u_light_dir), 0.0);
-    if (u_use_shadow > 0.5) {  // 3x3 PCF over the light's depth map, slope-scaled bias
+    float ndl = dot(n, u_light_dir);
+    float diffuse = max((ndl + u_wrap) / (1.0 + u_wrap), 0.0);  // wrap > 0: light bleeds past the terminator (skin)
+    if (u_use_shadow > 0.5 && diffuse > 0.0) {
         vec3 lp = v_light.xyz / v_light.w * 0.5 + 0.5;
-        float bias = 0.0008 + 0.002 * (1.0 - diffuse);
-        float lit = 0.0;
-        vec2 texel = 1.0 / vec2(textureSize(u_shadow, 0));
-        for (int i = -1; i <= 1; i++)
-            for (int j = -1; j <= 1; j++)
-                lit += texture(u_shadow, vec3(lp.xy + vec2(i, j) * texel, lp.z - bias));
-        if (all(greaterThanEqual(lp, vec3(0.0))) && all(lessThanEqual(lp, vec3(1.0)))) diffuse *= lit / 9.0;
+        float bias = 0.0008 + 0.002 * (1.0 - max(ndl, 0.0));
+        if (all(greaterThanEqual(lp, vec3(0.0))) && all(lessThanEqual(lp, vec3(1.0)))) diffuse *= shadow_lit(lp, bias);
     }
     vec3 h = normalize(u_light_dir + view);
-    float spec = u_shine > 0.0 ? pow(max(dot(n, h), 0.0), u_shine) * 0.25 : 0.0;
-    vec3 color = albedo * (u_ambient + u_light_col * diffuse) + u_light_col * spec;
+    float spec = u_shine > 0.0 ? pow(max(dot(n, h), 0.0), u_shine) * u_spec * step(0.0, ndl) * diffuse : 0.0;
+    vec3 ambient = mix(u_ground, u_ambient, 0.5 + 0.5 * n.z);  // sky from above, bounce from below
+    vec3 color = albedo * (ambient + u_light_col * diffuse) + u_light_col * spec;
+    vec3 over = max(color - 0.8, 0.0);  // a soft shoulder above 0.8 instead of a hard clip (no flat colour blobs)
+    color = min(color, 0.8) + 0.2 * (1.0 - exp(-over / 0.2));
     out_color = vec4(clamp(color, 0.0, 1.0), 1.0);
     out_depth = v_depth;
 }
@@ -151,13 +220,24 @@ void main() { out_id = vec4(u_id / 255.0, 0.0, 0.0, 0.0); }
 
 @dataclass
 class Material:
-    """A procedural surface: ``pattern`` (index into ``PATTERNS``) mixes ``color_a``/``color_b`` (RGB 0..1)."""
+    """A procedural surface: ``pattern`` (index into ``PATTERNS``) mixes ``color_a``/``color_b`` (RGB 0..1).
+
+    ``scale``: pattern frequency (per metre of the surface's texture coordinates); ``shine``/``spec``:
+    Blinn-Phong exponent (0: matte) and strength; ``wrap``: light wrapped past the terminator
+    (0 Lambert; skin ~0.3). Skin (``pattern == PATTERNS.index("skin")``): ``color_b`` is the blotch
+    tone, ``detail`` the strength of blotches, grain, marks and creases, ``palm`` the palm-side
+    albedo (None: no palm tone).
+    """
 
     color_a: tuple[float, float, float]
     color_b: tuple[float, float, float] = (0.0, 0.0, 0.0)
     pattern: int = 0
     scale: float = 10.0
     shine: float = 0.0
+    spec: float = 0.25
+    wrap: float = 0.0
+    detail: float = 1.0
+    palm: tuple[float, float, float] | None = None
 
 
 def projection_from_K(K: np.ndarray, height: int, width: int, near: float = 0.02, far: float = 20.0) -> np.ndarray:
@@ -178,11 +258,14 @@ def _mat(m: np.ndarray) -> bytes:
 class _Drawable:
     def __init__(self, ctx: moderngl.Context, prog: moderngl.Program, id_prog: moderngl.Program,
                  vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material, ident: int = 0,
-                 dynamic: bool = False) -> None:
+                 dynamic: bool = False, tex: np.ndarray | None = None) -> None:
         data = np.concatenate([vertices, normals], axis=1).astype(np.float32)
         self.vbo = ctx.buffer(data.tobytes(), dynamic=dynamic)
         self.ibo = ctx.buffer(np.ascontiguousarray(faces, dtype=np.int32).tobytes())
-        self.vao = ctx.vertex_array(prog, [(self.vbo, "3f 3f", "in_pos", "in_normal")], self.ibo)
+        # texture coordinates: a static copy (hands: their rest-frame surface), else the mesh's own frame
+        self.tbo = ctx.buffer(np.asarray(tex, np.float32).tobytes()) if tex is not None else None
+        tex_src = (self.tbo or self.vbo, "3f 3f", "in_tex", "in_tex_normal")
+        self.vao = ctx.vertex_array(prog, [(self.vbo, "3f 3f", "in_pos", "in_normal"), tex_src], self.ibo)
         self.id_vao = ctx.vertex_array(id_prog, [(self.vbo, "3f 12x", "in_pos")], self.ibo)
         self.material = material
         self.ident = ident
@@ -190,8 +273,9 @@ class _Drawable:
         self.casts_shadow = True
 
     def release(self) -> None:
-        for obj in (self.vao, self.id_vao, self.vbo, self.ibo):
-            obj.release()
+        for obj in (self.vao, self.id_vao, self.vbo, self.ibo, self.tbo):
+            if obj is not None:
+                obj.release()
 
 
 class WorldRenderer:
@@ -216,9 +300,13 @@ class WorldRenderer:
         if shadow_size:
             self.shadow_map = self.ctx.depth_texture((shadow_size, shadow_size))
             self.shadow_map.compare_func = "<="
+            self.shadow_map.filter = (moderngl.LINEAR, moderngl.LINEAR)  # bilinear PCF per tap
             self.shadow_map.repeat_x = self.shadow_map.repeat_y = False
+            self.shadow_raw = self.ctx.sampler(repeat_x=False, repeat_y=False, compare_func="",
+                                               filter=(moderngl.NEAREST, moderngl.NEAREST), texture=self.shadow_map)
             self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_map)
             self.prog["u_shadow"].value = 0
+            self.prog["u_shadow_raw"].value = 1
         self.prog["u_use_shadow"].value = 1.0 if shadow_size else 0.0
         self._light_vp = np.eye(4)
         self._proj = _mat(np.eye(4))
@@ -237,16 +325,23 @@ class WorldRenderer:
         self.id_prog["u_proj"].write(proj)  # the same matrix at any multiple of the size
 
     def set_light(self, direction: np.ndarray, color: np.ndarray, ambient: np.ndarray,
-                  center: tuple[float, float, float] = (0.0, 0.05, 0.0), extent: float = 0.8) -> None:
+                  center: tuple[float, float, float] = (0.0, 0.05, 0.0), extent: float = 0.8,
+                  ground: np.ndarray | None = None, softness: float = 0.0) -> None:
         """Directional light (``direction`` toward the light, world frame), its RGB, and the ambient RGB.
 
-        Shadows are cast within ``extent`` metres of ``center`` (an orthographic depth map along the light).
+        ``ambient`` comes from above (world +z), ``ground`` (default: the same) from below; surfaces
+        between get a mix by their normal. Shadows are cast within ``extent`` metres of ``center``
+        (an orthographic depth map along the light); ``softness`` is the light's angular radius
+        (radians): 0 gives hard shadows (a one-texel filter), larger values penumbrae that widen
+        with the distance between caster and receiver (a sun ~0.005, a lamp shade ~0.05, an
+        overcast window ~0.2).
         """
         d = np.asarray(direction, np.float64)
         d = d / np.linalg.norm(d)
         self.prog["u_light_dir"].value = tuple(d)
         self.prog["u_light_col"].value = tuple(float(c) for c in color)
         self.prog["u_ambient"].value = tuple(float(c) for c in ambient)
+        self.prog["u_ground"].value = tuple(float(c) for c in (ambient if ground is None else ground))
         # light view: z toward the scene, orthographic box [-extent, extent]^2 x [near, far]
         z = -d
         helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
@@ -262,6 +357,9 @@ class WorldRenderer:
         ortho[2, 3] = -(far + near) / (far - near)
         self._light_vp = ortho @ view
         self.prog["u_light_vp"].write(_mat(self._light_vp))
+        # penumbra radius in shadow-map uv per unit of light depth ([0, 1] spans far - near metres)
+        self.prog["u_penumbra"].value = float((far - near) * np.tan(max(softness, 0.0)) / (2 * extent))
+        self.prog["u_min_radius"].value = 1.0 / max(self.shadow_size, 1)
 
     def add_mesh(self, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material,
                  casts_shadow: bool = True) -> int:
@@ -279,11 +377,17 @@ class WorldRenderer:
         """Object-to-world ``[4, 4]`` of mesh ``handle``."""
         self.meshes[handle].model = np.asarray(model)
 
-    def add_hand(self, ident: int, num_vertices: int, faces: np.ndarray, material: Material) -> None:
-        """A hand (``ident`` 1 = left, 2 = right) whose world-space vertices change every frame."""
+    def add_hand(self, ident: int, num_vertices: int, faces: np.ndarray, material: Material,
+                 tex: np.ndarray | None = None) -> None:
+        """A hand (``ident`` 1 = left, 2 = right) whose world-space vertices change every frame.
+
+        ``tex [V, 6]``: per-vertex texture position and normal that stay with the skin (e.g. the
+        hand's first-frame surface in its own frame); default: zeros (an untextured surface).
+        """
         zeros = np.zeros((num_vertices, 3), np.float32)
+        tex = np.zeros((num_vertices, 6), np.float32) if tex is None else tex
         self.hands[ident] = _Drawable(self.ctx, self.prog, self.id_prog, zeros, zeros, faces, material, ident,
-                                      dynamic=True)
+                                      dynamic=True, tex=tex)
 
     def update_hand(self, ident: int, vertices: np.ndarray, normals: np.ndarray) -> None:
         """World-space ``vertices [V, 3]`` and ``normals [V, 3]`` of hand ``ident`` for the next frame."""
@@ -305,6 +409,11 @@ class WorldRenderer:
         self.prog["u_pattern"].value = int(m.pattern)
         self.prog["u_scale"].value = float(m.scale)
         self.prog["u_shine"].value = float(m.shine)
+        self.prog["u_spec"].value = float(m.spec)
+        self.prog["u_wrap"].value = float(m.wrap)
+        self.prog["u_detail"].value = float(m.detail)
+        self.prog["u_palm"].value = 0.0 if m.palm is None else 1.0
+        self.prog["u_palm_col"].value = tuple(m.color_a if m.palm is None else m.palm)
         d.vao.render(moderngl.TRIANGLES)
 
     def _draw_id(self, d: _Drawable, ident: int) -> None:
@@ -383,6 +492,7 @@ class WorldRenderer:
             self.id_prog["u_view"].write(view)
             self.id_prog["u_proj"].write(self._proj)
             self.shadow_map.use(location=0)
+            self.shadow_raw.use(location=1)
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         for d in [*self.meshes, *self.hands.values()]:
@@ -397,5 +507,6 @@ class WorldRenderer:
         self.mask_fbo.release()
         if self.shadow_size:
             self.shadow_fbo.release()
+            self.shadow_raw.release()
             self.shadow_map.release()
         self.ctx.release()

@@ -1,4 +1,4 @@
-"""Hand rig of the world: articulation presets, world-frame orientation, skin tones, batched posing.
+"""Hand rig of the world: articulation presets, world-frame orientation, batched posing.
 
 Design choices:
 - A hand's motion is described by what an animator would key: the wrist position, the
@@ -25,7 +25,7 @@ from hand2world.hands.sampling import anatomical_to_hand_pose
 from hand2world.hands.skeleton import NUM_HAND_JOINTS, SIDES
 
 __all__ = [
-    "PRESETS", "SKIN_TONES", "HandRig", "PosedHand", "articulation", "fingertip_point", "frame_from_fn", "grip_point",
+    "PRESETS", "HandRig", "PosedHand", "articulation", "fingertip_point", "frame_from_fn", "grip_point",
     "palm_point",
 ]
 
@@ -53,13 +53,6 @@ PRESETS: dict[str, np.ndarray] = {
     "point": _shape(((0.5, 0.2, 0), (0.7, 0, 0), (0.9, 0, 0)), ((1.35, 0, 0), (1.55, 0, 0), (1.05, 0, 0)),
                     index=((0.05, 0, 0), (0.05, 0, 0), (0.03, 0, 0))),
 }
-
-#: skin albedos (linear-ish RGB 0..1), light to dark
-SKIN_TONES: np.ndarray = np.array([
-    (0.96, 0.80, 0.69), (0.92, 0.74, 0.62), (0.86, 0.66, 0.52), (0.78, 0.57, 0.42),
-    (0.66, 0.46, 0.33), (0.52, 0.35, 0.24), (0.40, 0.27, 0.19), (0.30, 0.20, 0.14),
-])
-
 
 def articulation(name: str, rng: np.random.Generator, noise: float = 0.08) -> np.ndarray:
     """Preset ``name`` with per-joint noise: ``[15, 3]`` anatomical angles (radians)."""

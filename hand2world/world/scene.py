@@ -11,8 +11,8 @@ Design choices:
 - A room (floor, three walls) around a table with legs, each surface with a procedural
   material (pattern + two colours, ``gl.PATTERNS``); 1-6 objects of five kinds with random
   size, colour and pattern, placed without overlap in the reachable middle of the table.
-- Lighting: ambient + one directional key light of random elevation, azimuth, intensity
-  and colour temperature.
+- The scene's own light (``light_dir``, ``light_color``, ``ambient``) is the style-1 light;
+  ``synth`` lights clips with the ``look`` module's, drawn from a stream of its own.
 - Head: an egocentric eye 22-36 cm above the table, 5-15 cm behind its near edge, looking down at
   the table centre, with a random horizontal field of view (55-75 degrees). Head motion is
   a smooth sum of slow sinusoids (0.15-0.7 Hz) in yaw, pitch, roll and translation; a share

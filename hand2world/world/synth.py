@@ -1,13 +1,21 @@
 """Clip synthesis: scene + head motion + scripted hands + contact dynamics -> rendered clips with ground truth.
 
 Design choices:
-- A clip is a pure function of ``(seed, index)`` and the run's settings: its generator is
-  ``numpy.random.default_rng([seed, index])``, torch runs single-threaded while posing hands,
-  the rasteriser is deterministic and the shard writer fixes zip timestamps, so the same seed
+- A clip is a pure function of ``(seed, index)`` and the run's settings: what happens (scene,
+  head, hands) is drawn from ``numpy.random.default_rng([seed, index])``, how it looks
+  (``look``) from a stream of its own; torch runs single-threaded while posing hands, the
+  rasteriser is deterministic and the shard writer fixes zip timestamps, so the same seed
   gives the same bytes whatever the number of workers.
+- Every clip carries its scene photo (``scene``): the first camera's view with the objects at
+  their first poses, rendered before any hand or forearm is added, so it shows neither them
+  nor their shadows (what a live user's photo of the scene shows).
+- Forearms are on by default (``WorldSettings.arms``); they are scene meshes (they occlude and
+  cast shadows) and never part of the hand labels.
 - Work is split by shard (``shard_size`` clips, default 50): a worker makes a whole shard and
   writes it atomically, so an interrupted run resumes by skipping complete shards. The run's
-  settings are recorded in ``world.json``; resuming with different settings is refused.
+  settings are recorded in ``world.json``; resuming with different settings (the appearance
+  ``style`` included) is refused; a setting that a dataset's ``world.json`` predates takes its
+  ``LEGACY_SETTINGS`` value.
 - Each worker process holds one ``WorldRenderer`` (one EGL context and framebuffer) and one
   ``HandRig`` for its whole life; workers are spawned (a fresh process per worker, no forked
   GL or torch state) and run llvmpipe, torch and OpenCV on one thread each.
@@ -42,7 +50,8 @@ from hand2world.hands.skeleton import SIDES
 from hand2world.render import render_control
 from hand2world.world.actions import FREE_SPACE_ACTIONS, sample_script
 from hand2world.world.dynamics import simulate
-from hand2world.world.gl import Material, WorldRenderer
+from hand2world.world.gl import WorldRenderer
+from hand2world.world.look import LOOK_STREAM, sample_look
 from hand2world.world.meshes import Mesh, forearm_mesh, vertex_normals
 from hand2world.world.rig import HandRig, PosedHand
 from hand2world.world.scene import head_trajectory, sample_scene
@@ -53,6 +62,8 @@ __all__ = ["DEFAULT_FPS", "WorldSettings", "make_clip", "synthesize"]
 
 DEFAULT_FPS = 16.0
 CONFIG = "world.json"
+#: appearance version: 1 fixed skin colours and light ranges; 2 ``look`` (skin texture, light, soft shadows)
+STYLE = 2
 _TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
 _WRIST_BAND = 0.015  # m: vertices this close to the hand mesh's proximal end form its wrist section
 
@@ -67,7 +78,12 @@ class WorldSettings:
     fps: float = DEFAULT_FPS
     split: str = "train"
     shard_size: int = 50
-    arms: bool = False  # draw a forearm on each hand (``_forearm``); off keeps datasets made before it unchanged
+    arms: bool = True  # draw a forearm on each hand (``_forearm``)
+    style: int = STYLE  # appearance version (``STYLE``): clips of another style are never mixed into a dataset
+
+
+#: values a dataset whose ``world.json`` predates a setting was made with
+LEGACY_SETTINGS: dict[str, object] = {"arms": False, "style": 1}
 
 
 class _Engine:
@@ -134,6 +150,15 @@ def _forearm(hand: PosedHand, model_frame: np.ndarray, eye: np.ndarray) -> tuple
     return forearm_mesh(max(half_width, 0.015), max(half_thickness, 0.01), min(length, 1.5)), poses
 
 
+def _skin_coords(hand: PosedHand, normals0: np.ndarray, model_frame: np.ndarray) -> np.ndarray:
+    """Texture coordinates ``[V, 6]`` that move with the skin: the first frame's surface (positions,
+    normals) in the hand's own frame, axes (finger direction, palm normal, lateral) as in ``rig``."""
+    R0 = hand.rotation[0]
+    pos = (hand.vertices[0] - hand.wrist[0]) @ R0 @ model_frame  # world -> model frame -> (f, n, lateral)
+    nrm = normals0 @ R0 @ model_frame
+    return np.concatenate([pos, nrm], axis=1).astype(np.float32)
+
+
 def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | None = None) -> dict:
     """Synthesize clip ``index`` of the dataset described by ``settings``.
 
@@ -153,6 +178,8 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
     engine = _engine(S)
     rng = np.random.default_rng([settings.seed, index])
     scene = sample_scene(rng)
+    look = sample_look(np.random.default_rng([settings.seed, index, LOOK_STREAM]),
+                       np.asarray(scene.surfaces[0][1].color_a))
     K = scene.K(S, S)
     c2w, moving = head_trajectory(rng, scene.base_c2w(), T, fps)
     script = sample_script(rng, scene, engine.rig, T / fps)
@@ -175,20 +202,29 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
     w2c = np.linalg.inv(c2w)
     r = engine.renderer
     r.set_camera(K)
-    r.set_light(scene.light_dir, scene.light_color, scene.ambient)
+    r.set_light(look.light_dir, look.light_color, look.ambient, ground=look.ground, softness=look.softness)
     for mesh, material, pose in scene.surfaces:
         r.set_pose(r.add_mesh(*mesh, material, casts_shadow=False), pose)
     handles = [r.add_mesh(*o.mesh(), o.material) for o in scene.objects]
-    normals = []
-    arms = []  # (handle, poses [T, 4, 4]): forearms are scene meshes (occluders, shadow casters), not hand pixels
-    for hand, track in zip(hands, script.tracks, strict=True):
-        faces = engine.rig.faces[hand.side]
-        skin = Material(tuple(track.skin), tuple(track.skin * 0.88), pattern=4, scale=160.0, shine=10.0)
-        r.add_hand(SIDES.index(hand.side) + 1, hand.vertices.shape[1], faces, skin)
-        normals.append(vertex_normals(hand.vertices, faces))
-        if settings.arms:
-            arm_mesh, arm_poses = _forearm(hand, engine.rig.model_frames[hand.side], scene.eye)
-            arms.append((r.add_mesh(*arm_mesh, skin), arm_poses))
+    try:
+        # the scene photo: the first camera, objects where they start, before any hand or arm exists
+        for i, handle in enumerate(handles):
+            r.set_pose(handle, object_poses[i, 0])
+        scene_rgb = r.render(w2c[0])[0]
+        normals = []
+        arms = []  # (handle, poses [T, 4, 4]): forearms are scene meshes (occluders, shadow casters), not hand pixels
+        for hand in hands:
+            faces = engine.rig.faces[hand.side]
+            nrm = vertex_normals(hand.vertices, faces)
+            r.add_hand(SIDES.index(hand.side) + 1, hand.vertices.shape[1], faces, look.skin,
+                       tex=_skin_coords(hand, nrm[0], engine.rig.model_frames[hand.side]))
+            normals.append(nrm)
+            if settings.arms:
+                arm_mesh, arm_poses = _forearm(hand, engine.rig.model_frames[hand.side], scene.eye)
+                arms.append((r.add_mesh(*arm_mesh, look.skin), arm_poses))
+    except BaseException:
+        r.clear_scene()
+        raise
     video = np.empty((T, S, S, 3), np.uint8)
     control = np.empty((T, S, S, 3), np.uint8)
     depth = np.empty((T, S, S), np.float32)
@@ -243,14 +279,16 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
         "target_moved": float(moved[script.target]) if script.target >= 0 else 0.0,
         "objects_path": float(path.sum()), "head_moving": bool(moving), "num_hands": len(hands),
         "primary_side": script.tracks[0].side, "num_objects": n_obj, "fps": fps, "frames": T, "size": S,
-        "split": settings.split, "seed": settings.seed,
+        "split": settings.split, "seed": settings.seed, "style": settings.style, "skin_tone": look.tone,
+        "light_kelvin": look.kelvin, "shadow_softness": look.softness,
         **{k: v for k, v in script.extra.items() if isinstance(v, str | int | float | bool)},
     }
     present = np.array([s in {h.side for h in hands} for s in SIDES])
     lap("ground_truth")
     return {
-        "video": video, "control": control, "K": K.astype(np.float32), "c2w": c2w.astype(np.float32),
-        "joints3d": joints3d, "joints2d": joints2d, "hand_mask": hand_mask, "visible_mask": visible,
+        "video": video, "scene": scene_rgb, "control": control, "K": K.astype(np.float32),
+        "c2w": c2w.astype(np.float32), "joints3d": joints3d, "joints2d": joints2d, "hand_mask": hand_mask,
+        "visible_mask": visible,
         "depth": depth, "actions": actions_from(c2w, joints3d), "hand_params": params, "hands_present": present,
         "object_poses": poses, "object_info": info, "meta": meta,
     }
@@ -296,7 +334,7 @@ def _complete(path: Path, expected: int) -> bool:
 
 def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: int = 128, seed: int = 0,
                workers: int = 1, *, fps: float = DEFAULT_FPS, split: str = "train", shard_size: int = 50,
-               progress: bool = True, arms: bool = False) -> dict:
+               progress: bool = True, arms: bool = True) -> dict:
     """Write ``clips`` synthetic clips to ``out_dir`` (resumable; same seed, same bytes).
 
     Args:
@@ -317,8 +355,8 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     settings = WorldSettings(frames, size, seed, fps, split, shard_size, arms)
     cfg_path = out / CONFIG
     if cfg_path.is_file():
-        # a setting added later is at its default in a dataset that does not record it
-        old = {"arms": WorldSettings.arms, **json.loads(cfg_path.read_text())}
+        # a setting added later has its legacy value in a dataset that does not record it
+        old = {**LEGACY_SETTINGS, **json.loads(cfg_path.read_text())}
         if old != asdict(settings):
             raise ValueError(f"{out} holds clips made with {old}; asked for {asdict(settings)} (use another folder)")
     else:

@@ -1,0 +1,94 @@
+"""How a clip looks: the key light, ambient light, shadow softness and the person's skin.
+
+Rules:
+- A look is drawn from its own generator, ``numpy.random.default_rng([seed, index, LOOK_STREAM])``,
+  apart from the one that draws the scene's geometry, the head motion and the hands' motion:
+  changing how things look never changes what happens in clip ``(seed, index)``.
+- One person per clip: both hands and both forearms share one skin material.
+- Skin tones are continuous along ``SKIN_TONES`` (light to dark albedos), with an undertone
+  jitter (olive to pink) and +-6 % in value. Each skin gets blotches (a redder tone), fine grain,
+  small marks and palm creases of a random strength (``Material.detail``), a lighter palm side
+  whose contrast grows with the tone's darkness, light wrapped past the terminator (0.15-0.45)
+  and a weak sheen.
+- The key light: elevation 20-85 degrees at any azimuth, colour temperature 2,700-7,500 K
+  (a black-body fit, normalised to unit luminance) at intensity 0.45-1.05. Ambient 0.1-0.5 of a
+  sky tint from above and a bounce from below tinted by the table. Shadows from hard (a sun's
+  0.3 degrees) to soft (an overcast window's 14 degrees): the light's angular radius is
+  log-uniform over that range (``WorldRenderer.set_light(softness=...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hand2world.world.gl import PATTERNS, Material
+
+__all__ = ["LOOK_STREAM", "SKIN_TONES", "Look", "kelvin_rgb", "sample_look", "skin_material"]
+
+#: third entry of the look generator's seed (``default_rng([seed, index, LOOK_STREAM])``)
+LOOK_STREAM = 1
+
+#: skin albedos (linear-ish RGB 0..1), light to dark
+SKIN_TONES: np.ndarray = np.array([
+    (0.96, 0.80, 0.69), (0.92, 0.74, 0.62), (0.86, 0.66, 0.52), (0.78, 0.57, 0.42),
+    (0.66, 0.46, 0.33), (0.52, 0.35, 0.24), (0.40, 0.27, 0.19), (0.30, 0.20, 0.14),
+])
+_PALM_TONE = np.array([0.86, 0.64, 0.55])  # palms of every tone tend toward this pinkish beige
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
+
+@dataclass
+class Look:
+    """Lighting and skin of one clip (see module rules); ``tone`` in [0, 1] is the skin's place from light to dark."""
+
+    light_dir: np.ndarray
+    light_color: np.ndarray
+    ambient: np.ndarray
+    ground: np.ndarray
+    softness: float
+    kelvin: float
+    tone: float
+    skin: Material
+
+
+def kelvin_rgb(kelvin: float) -> np.ndarray:
+    """RGB ``[3]`` of a black body at ``kelvin`` (Tanner Helland's fit, 1,000-40,000 K), unit luminance."""
+    t = kelvin / 100.0
+    r = 1.0 if t <= 66 else 1.2929 * (t - 60) ** -0.1332
+    g = 0.3901 * np.log(t) - 0.6318 if t <= 66 else 1.1299 * (t - 60) ** -0.0755
+    b = 1.0 if t >= 66 else (0.0 if t <= 19 else 0.5432 * np.log(t - 10) - 1.1963)
+    rgb = np.clip(np.array([r, g, b], np.float64), 0.0, 1.0)
+    return rgb / float(rgb @ _LUMA)
+
+
+def skin_material(rng: np.random.Generator) -> tuple[Material, float]:
+    """A person's skin (see module rules) and its tone position in [0, 1] (0 lightest)."""
+    tone = float(rng.uniform(0.0, 1.0))
+    x = tone * (len(SKIN_TONES) - 1)
+    k = min(int(x), len(SKIN_TONES) - 2)
+    base = SKIN_TONES[k] + (x - k) * (SKIN_TONES[k + 1] - SKIN_TONES[k])
+    under = rng.uniform(-1.0, 1.0)  # -1 olive (more green), +1 pink (more red)
+    base = base * np.array([1 + 0.05 * under, 1 - 0.02 * abs(under), 1 - 0.04 * under]) * rng.uniform(0.94, 1.06)
+    base = np.clip(base, 0.0, 1.0)
+    blotch = np.clip(base * np.array([1.03, 0.88, 0.86]) * rng.uniform(0.9, 1.0), 0.0, 1.0)
+    palm = np.clip(base + (0.12 + 0.5 * tone) * (_PALM_TONE - base), 0.0, 1.0)
+    mat = Material(tuple(base), tuple(blotch), PATTERNS.index("skin"), scale=float(rng.uniform(250, 400)),
+                   shine=float(rng.uniform(8, 24)), spec=float(rng.uniform(0.06, 0.2)),
+                   wrap=float(rng.uniform(0.15, 0.45)), detail=float(rng.uniform(0.4, 1.0)), palm=tuple(palm))
+    return mat, tone
+
+
+def sample_look(rng: np.random.Generator, table_color: np.ndarray) -> Look:
+    """Draw a clip's look (module rules); ``table_color`` RGB tints the bounce light from below."""
+    elev, azim = np.deg2rad(rng.uniform(20, 85)), rng.uniform(0, 2 * np.pi)
+    light_dir = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
+    kelvin = float(rng.uniform(2700, 7500))
+    light_color = rng.uniform(0.45, 1.05) * kelvin_rgb(kelvin)
+    sky = kelvin_rgb(float(rng.uniform(5500, 11000)))  # sky and room light: neutral to blue
+    ambient = rng.uniform(0.1, 0.5) * sky
+    ground = ambient * rng.uniform(0.35, 0.8) * (0.5 + 0.5 * np.asarray(table_color, np.float64))
+    softness = float(np.exp(rng.uniform(np.log(0.005), np.log(0.25))))
+    skin, tone = skin_material(rng)
+    return Look(light_dir, light_color, ambient, ground, softness, kelvin, tone, skin)
