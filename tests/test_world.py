@@ -300,3 +300,21 @@ def test_scene_photo_has_no_hands_arms_or_shadows(world):
         assert same[c["visible_mask"]].mean() < 0.3, i  # visible hand pixels are not the photo's (but coverage edges)
         found += 1
     assert found >= 2
+
+
+def test_pool_fails_fast_when_workers_cannot_start(tmp_path):
+    """A script fed on stdin cannot start spawned workers (they re-import ``<stdin>``): ``synthesize`` must stop
+    with ``WorkerPoolError`` and say why, instead of respawning dead workers forever."""
+    import subprocess
+    import sys
+    import time
+
+    script = (f"from hand2world.world.synth import synthesize\n"
+              f"synthesize({str(tmp_path / 'ds')!r}, 4, 3, 32, seed=1, workers=2, shard_size=1, progress=False)\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=240,
+                          cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "WorkerPoolError" in proc.stderr and "stdin" in proc.stderr, proc.stderr[-2000:]
+    assert time.monotonic() - t0 < 120
+    assert not list((tmp_path / "ds").glob("shard-*.zip"))

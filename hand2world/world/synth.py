@@ -19,6 +19,9 @@ Design choices:
 - Each worker process holds one ``WorldRenderer`` (one EGL context and framebuffer) and one
   ``HandRig`` for its whole life; workers are spawned (a fresh process per worker, no forked
   GL or torch state) and run llvmpipe, torch and OpenCV on one thread each.
+- A worker that dies ends the run with ``WorkerPoolError`` (a ``ProcessPoolExecutor``, which
+  breaks, rather than a ``multiprocessing.Pool``, which respawns dead workers forever): spawned
+  workers re-import the main module, so a script on stdin cannot start them, and says so.
 - Per clip the hands of all frames are posed in one batched LBS call per hand, vertex
   normals in one NumPy pass; per frame one GL scene pass reads back RGB + hand id + depth,
   a hands-only pass gives the full-hand mask, and ``render_control`` draws the control image
@@ -36,6 +39,8 @@ import multiprocessing as mp
 import os
 import time
 import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,7 +63,7 @@ from hand2world.world.scene import head_trajectory, sample_scene
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_FPS", "WorldSettings", "make_clip", "synthesize"]
+__all__ = ["DEFAULT_FPS", "WorkerPoolError", "WorldSettings", "make_clip", "synthesize"]
 
 DEFAULT_FPS = 16.0
 CONFIG = "world.json"
@@ -84,6 +89,10 @@ class WorldSettings:
 
 #: values a dataset whose ``world.json`` predates a setting was made with
 LEGACY_SETTINGS: dict[str, object] = {"arms": False, "style": 1}
+
+
+class WorkerPoolError(RuntimeError):
+    """The worker pool lost a process (e.g. workers that cannot start): raised at once, never respawned."""
 
 
 class _Engine:
@@ -373,20 +382,33 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     tasks = [(str(out), k, clips, settings) for k in todo]
     t0 = time.perf_counter()
     bar = tqdm(total=clips, initial=skipped, unit="clip", desc="world synth", disable=not progress)
+    def collect(result: tuple[int, int, dict[str, float]]) -> None:
+        _, n, tm = result
+        for key, v in tm.items():
+            timings[key] = timings.get(key, 0.0) + v
+        bar.update(n)
+
     try:
         if workers <= 1:
-            results = map(_make_shard, tasks)
-            pool = None
-        else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
-            results = pool.imap_unordered(_make_shard, tasks)
-        for _, n, tm in results:
-            for key, v in tm.items():
-                timings[key] = timings.get(key, 0.0) + v
-            bar.update(n)
-        if pool is not None:
-            pool.close()
-            pool.join()
+            for task in tasks:
+                collect(_make_shard(task))
+        elif tasks:
+            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                futures = [pool.submit(_make_shard, task) for task in tasks]
+                try:
+                    for future in as_completed(futures):
+                        collect(future.result())
+                except BrokenProcessPool as e:
+                    raise WorkerPoolError(
+                        f"world synth: a worker process died ({e}). Complete shards are kept; a rerun resumes. "
+                        "If it died at start: workers are spawned and re-import the main module, so a script fed "
+                        "on stdin or typed into an interactive session cannot start them. Run it from a file "
+                        "(under `if __name__ == '__main__':`), through `hand2world world synth`, or with "
+                        "workers=1.") from e
+                finally:
+                    for future in futures:
+                        future.cancel()
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
