@@ -339,7 +339,8 @@ def write_student_release(folder: str | Path, model: DiT, autoencoder: nn.Module
 
 
 def random_student(config: DiTConfig, autoencoder: str = "tiny", seed: int = 0) -> tuple[DiT, nn.Module]:
-    """An untrained DiT and conv autoencoder (``AUTOENCODER_PRESETS[autoencoder]``), for tests and speed benchmarks.
+    """An untrained DiT and per-frame autoencoder (``AUTOENCODER_PRESETS[autoencoder]``: conv or composite; any
+    other kind becomes conv), for tests and speed benchmarks.
 
     The autoencoder's latent channels follow ``config.latent_channels`` and its levels ``config.vae_factor``.
     """
@@ -347,9 +348,14 @@ def random_student(config: DiTConfig, autoencoder: str = "tiny", seed: int = 0) 
     levels = int(math.log2(config.vae_factor))
     if 2**levels != config.vae_factor:
         raise ValueError(f"vae_factor {config.vae_factor} is not a power of two (conv autoencoder)")
-    chans = tuple(ae_cfg.channels[min(i, len(ae_cfg.channels) - 1)] for i in range(levels))
-    ae_cfg = dataclasses.replace(ae_cfg, kind="conv", latent_channels=config.latent_channels, channels=chans,
-                                 temporal_factor=1)
+
+    def widths(w: tuple[int, ...], n: int) -> tuple[int, ...]:
+        return tuple(w[min(i, len(w) - 1)] for i in range(n))
+
+    kind = ae_cfg.kind if ae_cfg.kind == "composite" else "conv"
+    guide = widths(ae_cfg.guide_channels, levels + 1) if kind == "composite" else ()
+    ae_cfg = dataclasses.replace(ae_cfg, kind=kind, latent_channels=config.latent_channels,
+                                 channels=widths(ae_cfg.channels, levels), guide_channels=guide, temporal_factor=1)
     torch.manual_seed(seed)
     model = DiT(config).eval()
     return model, build_autoencoder(ae_cfg).eval()

@@ -108,6 +108,7 @@ class WanVAE(nn.Module):
 
     spatial_factor = 8
     temporal_factor = 4
+    needs_guide = False
 
     def __init__(self, vae: nn.Module) -> None:
         super().__init__()

@@ -24,7 +24,9 @@ Design choices:
   says so); frame-wise students (block 1, the shipped ``tiny``) accept any ``T``. Nothing is
   buffered: ``step`` always returns exactly the frames of the controls it was given.
 - Streaming decode: the per-frame autoencoder decodes each new latent frame alone; history is
-  never decoded again. Autoencoders with a temporal factor > 1 (the Wan VAE) would need a
+  never decoded again. A composite autoencoder (``needs_guide``) decodes over the scene photo warped
+  into each frame's camera at output resolution (``warp_image`` through its ``guide_warp_depth``
+  plane) and the frame's control render, so pixels the photo has are kept, not re-synthesised. Autoencoders with a temporal factor > 1 (the Wan VAE) would need a
   causal decode cache and raise ``NotImplementedError``.
 - Speed: ``torch.inference_mode``; the autoencoder runs channels_last; controls without hands
   (all black) reuse the cached empty control latent instead of running the encoder; the scene
@@ -51,6 +53,7 @@ from torch import Tensor, nn
 from hand2world.diffusion import guided_velocity
 from hand2world.geometry import intrinsics_from_fov, plucker_rays
 from hand2world.io import fit_cover
+from hand2world.models.composite import composite_guide, warp_image
 from hand2world.models.conditioning import Conditioning, scene_channels, scene_latents
 from hand2world.models.config import StreamConfig
 from hand2world.models.dit import DiT
@@ -131,6 +134,7 @@ class StreamingGenerator:
         self._gen = torch.Generator(device=self.device)
         self._empty: Tensor | None = None  # [1, C, h, w] latent of a black control image
         self._scene_lat: Tensor | None = None  # [1, C, h, w]
+        self._scene_px: Tensor | None = None  # [1, 3, H, W] in [-1, 1]
         self._scene_conds: dict[int, Tensor] = {}
         self.K: np.ndarray = np.asarray(intrinsics_from_fov(60.0, self.height, self.width), np.float64)
         self._K_t: Tensor | None = None
@@ -206,6 +210,14 @@ class StreamingGenerator:
             self._scene_conds[n] = scene_channels(self._scene_lat, n, mask, every_frame=self.config.scene_every_frame)
         return self._scene_conds[n]
 
+    def _guide(self, control: np.ndarray, rel_c2w: np.ndarray) -> Tensor:
+        """Composite decoder guide ``[T, 6, H, W]``: the scene photo warped into each frame's camera
+        (``rel_c2w [T, 4, 4]`` relative to the scene's) and the control renders ``[T, H, W, 3]``."""
+        rel = torch.from_numpy(rel_c2w.astype(np.float32))[None].to(self.device)
+        warped = warp_image(self._scene_px, self._K_t, rel, self.ae.config.guide_warp_depth)[0].transpose(0, 1)
+        guide = composite_guide(warped.to(self.dtype), self._pixels(control))
+        return guide.contiguous(memory_format=torch.channels_last)
+
     def _pass(self, x: Tensor, t: Tensor, cond: Conditioning, **kwargs: Any) -> Tensor:
         """One DiT pass (compiled when asked; a compiled forward that cannot compile here falls back to eager)."""
         try:
@@ -257,7 +269,8 @@ class StreamingGenerator:
         else:
             self.K = np.asarray(intrinsics_from_fov(60.0, self.height, self.width), np.float64)
         self._K_t = torch.from_numpy(self.K.astype(np.float32)).to(self.device)
-        self._scene_lat = self._encode(fitted[None])
+        self._scene_px = self._pixels(fitted[None])  # [1, 3, H, W]: the composite decoder's photo
+        self._scene_lat = self.ae.encode_frames(self._scene_px)
         self._scene_conds = {}
         self.scene_rgb = fitted
         self._scene_c2w = None
@@ -348,7 +361,8 @@ class StreamingGenerator:
         self._sync()
         t2 = time.perf_counter()
         z = lat[0].transpose(0, 1).contiguous(memory_format=torch.channels_last)  # [T, C, h, w]
-        video = self.ae.decode_frames(z)  # [T, 3, H, W], each latent frame decoded alone (no history)
+        guide = self._guide(control, rel) if self.ae.needs_guide else None
+        video = self.ae.decode_frames(z, guide)  # [T, 3, H, W], each latent frame decoded alone (no history)
         out = video.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
         out = out.permute(0, 2, 3, 1).cpu().numpy()
         t3 = time.perf_counter()
