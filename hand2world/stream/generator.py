@@ -26,8 +26,9 @@ Design choices:
 - Streaming decode: the per-frame autoencoder decodes each new latent frame alone; history is
   never decoded again. A composite autoencoder (``needs_guide``) decodes over the scene photo warped
   into each frame's camera at output resolution (``warp_image`` through its ``guide_warp_depth``
-  plane) and the frame's control render, so pixels the photo has are kept, not re-synthesised. Autoencoders with a temporal factor > 1 (the Wan VAE) would need a
-  causal decode cache and raise ``NotImplementedError``.
+  plane) and the frame's control render, so pixels the photo has are kept, not re-synthesised.
+  Autoencoders with a temporal factor > 1 (the Wan VAE) would need a causal decode cache and raise
+  ``NotImplementedError``.
 - Speed: ``torch.inference_mode``; the autoencoder runs channels_last; controls without hands
   (all black) reuse the cached empty control latent instead of running the encoder; the scene
   conditions of a block are built once per stream. GPU options (guarded, CPU-safe):
