@@ -45,8 +45,8 @@ def _bench_distill(args: argparse.Namespace) -> dict:
 
     import torch
 
+    from hand2world.benchmark import summarize
     from hand2world.distill import DistillRunConfig
-    from hand2world.eval.bench import summarize
     from hand2world.train import load_run_config
 
     sets = [f"stage={args.stage}", f"teacher={args.teacher}", f"init={args.teacher}", *args.set]
@@ -89,7 +89,7 @@ def _bench_distill(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``distill``, ``recipe`` and ``bench distill``."""
-    from hand2world.eval.bench import add_benchmark
+    from hand2world.benchmark import add_benchmark
 
     p = sub.add_parser("distill", help="distil the teacher into a causal few-step student (stage ode | dmd)")
     p.add_argument("--config", help="YAML run config (configs/distill_tiny.yaml); defaults when absent")

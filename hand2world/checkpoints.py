@@ -38,7 +38,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -54,13 +53,13 @@ from torch import Tensor, nn
 from hand2world.models.autoencoder import build_autoencoder
 from hand2world.models.config import AUTOENCODER_PRESETS, DiTConfig, StreamConfig, load_config, save_config
 from hand2world.models.dit import DiT
-from hand2world.paths import checkpoint_path, runs_dir, weights_dir
+from hand2world.paths import checkpoint_path, runs_dir, sha256_hex, weights_dir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CHECKSUMS", "ChecksumError", "autoencoder_extra", "flatten_optimizer_state", "latest_checkpoint",
            "load_autoencoder", "load_checkpoint", "load_video_model", "random_student", "resolve_model_folder",
-           "save_checkpoint", "sha256_file", "unflatten_optimizer_state", "verify_checksums", "write_checksums",
+           "save_checkpoint", "unflatten_optimizer_state", "verify_checksums", "write_checksums",
            "write_release", "write_student_release"]
 
 CHECKSUMS = "checksums.json"
@@ -226,20 +225,11 @@ class ChecksumError(RuntimeError):
     """A file of a model folder does not match its recorded sha256."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checksums(folder: str | Path) -> Path:
     """Write ``folder/checksums.json``: sha256 of every regular file in ``folder`` (not recursing) except
     prose (``*.md``: the model card may be edited without touching the weights)."""
     folder = Path(folder)
-    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+    sums = {p.name: sha256_hex(p) for p in sorted(folder.iterdir())
             if p.is_file() and p.name != CHECKSUMS and p.suffix != ".md"}
     out = folder / CHECKSUMS
     out.write_text(json.dumps(sums, indent=1) + "\n")
@@ -259,7 +249,7 @@ def verify_checksums(folder: str | Path) -> bool:
         f = folder / name
         if not f.is_file():
             raise ChecksumError(f"{f} is listed in {path} but missing")
-        got = sha256_file(f)
+        got = sha256_hex(f)
         if got != str(expected).lower():
             raise ChecksumError(f"checksum mismatch for {f}: sha256 {got}, expected {expected} (from {path}); "
                                 "the file is corrupt or was changed: download/copy it again")

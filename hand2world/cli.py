@@ -26,10 +26,11 @@ log = logging.getLogger("hand2world")
 
 # Subsystems add their subcommands here: each module has ``register(sub, bench)`` that adds its
 # parsers to ``sub`` (top level) with ``set_defaults(func=...)`` and its benchmarks to ``bench``
-# through ``hand2world.eval.bench.add_benchmark``; heavy dependencies are imported lazily.
+# through ``hand2world.benchmark.add_benchmark``; heavy dependencies are imported lazily.
 COMMAND_MODULES: tuple[str, ...] = ("hand2world.server.cli", "hand2world.train.cli", "hand2world.world.cli",
                                      "hand2world.annotate.cli", "hand2world.eval.cli",
-                                     "hand2world.distill.cli", "hand2world.stream.cli", "hand2world.export")
+                                     "hand2world.distill.cli", "hand2world.stream.cli", "hand2world.generate",
+                                     "hand2world.export")
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:

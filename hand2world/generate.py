@@ -12,11 +12,16 @@ Design choices:
 - The output MP4 shows generated | control (| ground truth, for clips).
 - ``--student`` (``run_generate_student``) generates with a causal student through
   ``hand2world.stream.StreamingGenerator`` (the one rollout) instead; both load model folders
-  through ``hand2world.checkpoints.load_video_model``.
+  through ``hand2world.checkpoints.load_video_model``. With no model flag the command uses the
+  shipped student ``weights/default``, as ``serve`` does.
+- This module owns the whole ``generate`` command (``register``, listed in
+  ``hand2world.cli.COMMAND_MODULES``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -32,6 +37,9 @@ from hand2world.io import fit_square
 from hand2world.models import Conditioning, DiT, scene_channels, scene_latents
 
 log = logging.getLogger(__name__)
+
+DEFAULT_STUDENT = "default"  # the shipped student (weights/default), as `serve` loads
+TEACHER_STEPS = 20  # Euler steps of teacher sampling unless --steps
 
 __all__ = ["TeacherSampler", "load_gestures", "run_generate", "run_generate_student"]
 
@@ -160,7 +168,7 @@ def _track_video(path: Path, size: int, max_frames: int | None) -> dict[str, Any
 
 
 def run_generate(checkpoint: str, gestures: str, out: str, scene: str | None = None, camera: str | None = None,
-                 steps: int = 20, guidance_hands: float = 1.0, guidance_camera: float = 1.0, seed: int = 0,
+                 steps: int = TEACHER_STEPS, guidance_hands: float = 1.0, guidance_camera: float = 1.0, seed: int = 0,
                  max_frames: int | None = None, clip_index: int = 0) -> dict[str, Any]:
     """The ``generate`` command: writes ``out`` (MP4, generated | control [| ground truth])."""
 
@@ -232,3 +240,43 @@ def run_generate_student(student: str, gestures: str, out: str, scene: str | Non
             "steps": gen.stream.steps, "block": fpb,
             "fps": round(n_gen / max(sum(step_ms) / 1e3, 1e-9), 2),
             "step_ms_median": round(float(np.median(step_ms)), 1) if step_ms else None}
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    if args.checkpoint and args.student:
+        raise ValueError("give either --checkpoint (teacher) or --student (causal student), not both")
+    if args.checkpoint:
+        stats = run_generate(checkpoint=args.checkpoint, scene=args.scene, gestures=args.gestures, out=args.out,
+                             camera=args.camera, steps=args.steps or TEACHER_STEPS,
+                             guidance_hands=args.guidance_hands, guidance_camera=args.guidance_camera, seed=args.seed,
+                             max_frames=args.max_frames, clip_index=args.clip_index)
+    else:
+        stats = run_generate_student(args.student or DEFAULT_STUDENT, args.gestures, args.out, scene=args.scene,
+                                     camera=args.camera, steps=args.steps, seed=args.seed, max_frames=args.max_frames,
+                                     clip_index=args.clip_index, device=args.device)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    """Add ``generate`` (the teacher with ``--checkpoint``, else a causal student: ``--student``, default the
+    shipped ``weights/default``)."""
+    p = sub.add_parser("generate", help="scene photo + gestures -> generated egocentric video (MP4: generated | "
+                                        "control); the shipped student unless --checkpoint/--student")
+    p.add_argument("--checkpoint", default=None, help="teacher run/checkpoint folder or shipped name (Euler sampling)")
+    p.add_argument("--student", default=None,
+                   help=f"causal student folder or shipped name, streamed with StreamingGenerator (default "
+                        f"{DEFAULT_STUDENT!r} when no --checkpoint is given)")
+    p.add_argument("--scene", help="scene image (default: the first frame of the gesture clip)")
+    p.add_argument("--gestures", required=True, help="gesture video (tracked + fitted + rendered) or a clip folder")
+    p.add_argument("--clip-index", type=int, default=0, help="clip index when --gestures is a ClipDataset folder")
+    p.add_argument("--camera", help="optional camera trajectory .npy [T, 4, 4] (camera-to-world)")
+    p.add_argument("--out", required=True, help="output MP4 (generated | control side by side)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (teacher: default {TEACHER_STEPS}; student: its own few-step count)")
+    p.add_argument("--guidance-hands", type=float, default=1.0, help="teacher only")
+    p.add_argument("--guidance-camera", type=float, default=1.0, help="teacher only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device of the student")
+    p.set_defaults(func=_cmd_generate)

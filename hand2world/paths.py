@@ -8,6 +8,7 @@ actionable message when set-up has not produced it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -90,3 +91,15 @@ def checkpoint_path(name_or_path: str | os.PathLike, must_exist: bool = True) ->
         raise AssetMissingError(f"checkpoint {str(name_or_path)!r} not found (looked in {looked}); "
                                 "train one with `hand2world train ...` or give a path")
     return candidates[-1]
+
+
+def sha256_hex(source: bytes | str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of ``bytes`` or of a file's contents (read in chunks): the one checksum of assets and weights."""
+    h = hashlib.sha256()
+    if isinstance(source, bytes | bytearray | memoryview):
+        h.update(source)
+        return h.hexdigest()
+    with Path(source).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

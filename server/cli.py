@@ -110,7 +110,7 @@ async def _latency(args: argparse.Namespace) -> dict:
     import numpy as np
     import websockets
 
-    from hand2world.eval.bench import summarize
+    from hand2world.benchmark import summarize
     from hand2world.server.app import create_app
     from hand2world.server.clients import LocalServer, WebRTCClient, cup_hand_messages
 
@@ -158,7 +158,7 @@ async def _latency(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``bench latency``."""
-    from hand2world.eval.bench import add_benchmark
+    from hand2world.benchmark import add_benchmark
 
     p = sub.add_parser("serve", help="live app: FastAPI + WebRTC + WebSocket (open http://HOST:PORT/)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve other machines)")

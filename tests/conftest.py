@@ -6,6 +6,10 @@ import pytest
 
 from hand2world.paths import asset_path
 
+# The one micro video-model architecture of the tests (overrides of the ``tiny`` DiT preset: 2 layers,
+# 2 heads, dim 64); test modules import it (``from conftest import MICRO_DIT``) and add what they vary.
+MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
+
 
 def require_asset(name: str):
     """Path of a set-up asset, or skip with the set-up hint when it is absent."""

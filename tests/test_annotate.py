@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import MICRO_DIT
 
 from hand2world.annotate import OdometryConfig, TrackConfig, VisualOdometry, build_tracks, clean_tracks
-from hand2world.annotate.camera import rotation_angle_deg
 from hand2world.annotate.qa import landmark_jitter
 from hand2world.annotate.validate import camera_errors, rigid_mpjpe
 from hand2world.data import REQUIRED_KEYS, ClipDataset, validate_clip
-from hand2world.geometry import axis_angle_to_matrix, intrinsics_from_fov
+from hand2world.geometry import axis_angle_to_matrix, intrinsics_from_fov, rotation_angle_deg
 
 
 @dataclass
@@ -246,8 +246,7 @@ def test_annotated_clip_trains_the_teacher(cup_annotation, tmp_path):
     from hand2world.train.config import from_dict
 
     cfg = from_dict(TeacherRunConfig, {
-        "model": {"preset": "tiny", "overrides": {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128,
-                                                  "freq_dim": 32, "camera_adapter_dim": 16}},
+        "model": {"preset": "tiny", "overrides": MICRO_DIT},
         "autoencoder": "preset:tiny",
         "data": {"root": str(cup_annotation), "frames": 4, "size": 32},
         "optim": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup": 1, "ema_decay": 0.9, "ckpt_every": 1000,
@@ -383,7 +382,7 @@ def test_bundle_adjustment_separates_rotation_from_translation(reverse):
     the adjustment recovers every 16-frame rotation, grown forward or backward in time (the result always
     with frame 0 as the world)."""
     from hand2world.annotate.bundle import BundleConfig, incremental_bundle
-    from hand2world.annotate.camera import rotation_angle_deg
+    from hand2world.geometry import rotation_angle_deg
 
     rng = np.random.default_rng(3)
     F = 33
@@ -434,7 +433,7 @@ def test_bundle_motion_prior_holds_a_frame_whose_tracks_were_lost():
     from scipy.spatial.transform import Rotation
 
     from hand2world.annotate.bundle import BundleConfig, bundle_adjust
-    from hand2world.annotate.camera import rotation_angle_deg
+    from hand2world.geometry import rotation_angle_deg
 
     K, c2w, frames, point, uv = _head_scene(np.random.default_rng(5))
     lost = 12

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import MICRO_DIT
 from safetensors.torch import load_file
 
 from hand2world.distill import DistillRunConfig, run_distill
@@ -24,7 +25,6 @@ from hand2world.stream.rollout import rollout, student_timesteps
 from hand2world.train import TeacherRunConfig, load_run_config, train_teacher
 from hand2world.train.config import from_dict
 
-MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
 DATA = {"procedural_clips": 4, "frames": 5, "size": 32}
 REPO = Path(__file__).parent.parent
 

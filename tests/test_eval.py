@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import MICRO_DIT
 
 from hand2world.eval import metrics as M
 from hand2world.eval.evaluate import long_metrics, parse_model_arg
 from hand2world.eval.networks import LPIPS, fvd, load_fvd_detector, load_lpips
+from hand2world.geometry import rotation_angle_deg
 
 
 def _photo(size: int = 128) -> np.ndarray:
@@ -89,13 +91,13 @@ def test_camera_rotation_from_known_homography():
     R_gt = M.gt_relative_rotation(c2w_a, c2w_b)
     assert np.allclose(R_gt, R)
     assert est.ok
-    assert M.rotation_angle_deg(est.R @ R_gt.T) < 0.5
-    assert M.rotation_angle_deg(R_gt) > 4.0
+    assert rotation_angle_deg(est.R @ R_gt.T) < 0.5
+    assert rotation_angle_deg(R_gt) > 4.0
     # soft frames, as a small generator makes them: still measured (the SIFT estimator failed here)
     soft = cv2.GaussianBlur(b, (0, 0), 1.5)
     soft[mask] = 0
     est_soft = M.estimate_rotation(a, soft, K, mask, mask)
-    assert est_soft.ok and M.rotation_angle_deg(est_soft.R @ R_gt.T) < 0.75
+    assert est_soft.ok and rotation_angle_deg(est_soft.R @ R_gt.T) < 0.75
     blank = np.zeros_like(a)
     assert not M.estimate_rotation(blank, blank, K).ok
     # RANSAC keeps the rotation with a third of the correspondences wrong
@@ -106,7 +108,7 @@ def test_camera_rotation_from_known_homography():
     p2 = q[:, :2] / q[:, 2:]
     p2[:30] = rng.uniform(0, 128, (30, 2))
     R_fit, inl = M.rotation_ransac(p1, p2, K)
-    assert M.rotation_angle_deg(R_fit @ R.T) < 1e-3 and inl[30:].all() and inl[:30].sum() <= 3
+    assert rotation_angle_deg(R_fit @ R.T) < 1e-3 and inl[30:].all() and inl[:30].sum() <= 3
 
 
 def test_flicker_higher_for_flickering_sequence():
@@ -235,8 +237,7 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     from hand2world.world.synth import synthesize
 
     cfg = from_dict(TeacherRunConfig, {
-        "model": {"preset": "tiny", "overrides": {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128,
-                                                  "freq_dim": 32, "camera_adapter_dim": 16}},
+        "model": {"preset": "tiny", "overrides": MICRO_DIT},
         "data": {"procedural_clips": 2, "frames": 4, "size": 32},
         "optim": {"steps": 1, "batch_size": 2, "ckpt_every": 100}, "out_dir": str(tmp_path / "run")})
     train_teacher(cfg, dataset=ProceduralClips(n=2, frames=4, size=32))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import MICRO_DIT
 
 from hand2world.cli import main
 from hand2world.generate import TeacherSampler
@@ -17,8 +18,7 @@ from hand2world.train.data import ProceduralClips
 def test_generate_from_npz_gestures(tmp_path, capsys):
     clips = ProceduralClips(n=2, frames=4, size=32)
     cfg = from_dict(TeacherRunConfig, {
-        "model": {"preset": "tiny", "overrides": {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128,
-                                                  "freq_dim": 32, "camera_adapter_dim": 16}},
+        "model": {"preset": "tiny", "overrides": MICRO_DIT},
         "data": {"procedural_clips": 2, "frames": 4, "size": 32},
         "optim": {"steps": 2, "batch_size": 2, "ckpt_every": 100}, "out_dir": str(tmp_path / "run")})
     train_teacher(cfg, dataset=clips)
@@ -35,3 +35,26 @@ def test_generate_from_npz_gestures(tmp_path, capsys):
     assert stats["frames"] == 7  # two chained windows of 4 with one frame overlap
     video = read_video(out)
     assert video.shape == (7, 32, 64, 3)
+
+
+def test_generate_defaults_to_the_shipped_student(tmp_path, capsys, cup_video):
+    """`hand2world generate --scene photo --gestures video --out out.mp4` with no model flag streams the
+    shipped student (weights/default), as `serve` does; the MP4 is generated | control side by side."""
+    from hand2world.models import load_config
+    from hand2world.paths import weights_dir
+
+    cfg = load_config(weights_dir() / "default" / "config.json")
+    size = cfg.latent_size[0] * cfg.vae_factor
+    photo = tmp_path / "photo.png"
+    write_image(photo, read_video(cup_video, max_frames=1)[0])
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "--scene", str(photo), "--gestures", str(cup_video), "--out", str(out),
+                 "--max-frames", "3"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["frames"] == 3 and stats["size"] == size
+    assert read_video(out).shape == (3, size, 2 * size, 3)
+
+
+def test_generate_rejects_two_models(tmp_path):
+    assert main(["generate", "--checkpoint", "x", "--student", "y", "--gestures", "g.npz",
+                 "--out", str(tmp_path / "o.mp4")]) == 2

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import MICRO_DIT
 
 from hand2world.models import (
     DIT_PRESETS,
@@ -25,8 +26,7 @@ from hand2world.models.attention import block_causal_mask
 from hand2world.models.rope import RotaryEmbedding3D
 
 # 2 layers, 2 heads, 16x16 latents (patch 2 -> 64 tokens per frame), x4 autoencoder factor.
-CFG = DiTConfig(latent_channels=4, dim=64, num_heads=2, num_layers=2, ffn_dim=128, freq_dim=32,
-                vae_factor=4, camera_adapter_dim=16, frames_per_block=1, cache_window=3, cache_sink=1)
+CFG = DiTConfig(latent_channels=4, vae_factor=4, frames_per_block=1, cache_window=3, cache_sink=1, **MICRO_DIT)
 
 
 def _model(cfg: DiTConfig = CFG, seed: int = 0) -> DiT:

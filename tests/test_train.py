@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import MICRO_DIT
 
 from hand2world.diffusion import euler_sample, flow_loss
 from hand2world.models import DiT, load_config
@@ -27,7 +28,6 @@ from hand2world.train.config import from_dict
 from hand2world.train.data import ProceduralClips
 from hand2world.train.teacher import TeacherTask
 
-MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
 MICRO_AE = {"latent_channels": 4, "channels": [8, 16], "blocks_per_level": 1}
 
 

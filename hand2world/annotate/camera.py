@@ -82,10 +82,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from hand2world.annotate.bundle import BundleConfig, incremental_bundle, trajectory_cost
+from hand2world.geometry.rotations import kabsch_rotation, rotation_angle_deg
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OdometryConfig", "VisualOdometry", "hand_mask_from_landmarks", "rotation_angle_deg"]
+__all__ = ["OdometryConfig", "VisualOdometry", "hand_mask_from_landmarks"]
 
 
 _LK_WINDOW = 21  # Lucas-Kanade window (pixels), also the window of the corner test (OdometryConfig.corner_ratio)
@@ -138,12 +139,6 @@ class OdometryConfig:
     threads: int = 1  # BLAS threads of the adjustment: the result depends on them (sums in another order can
     # land a borderline solve in another minimum: 7006/3 2.04 deg with 1, 3.43 with 2), so they are pinned
     ba: BundleConfig = field(default_factory=BundleConfig)
-
-
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Angle of rotation matrices ``[..., 3, 3]`` in degrees."""
-    tr = np.trace(R, axis1=-2, axis2=-1)
-    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1.0, 1.0)))
 
 
 def hand_mask_from_landmarks(hands_px: list[np.ndarray], height: int, width: int, dilate: float = 0.25,
@@ -233,13 +228,6 @@ def _median_by(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
     has = count > 0
     out[has] = value[order[first[has] + count[has] // 2]]
     return out
-
-
-def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation ``R`` minimising ``|b - R a|`` for unit bearings ``a, b [N, 3]`` (not centred)."""
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 @dataclass
@@ -493,7 +481,7 @@ class VisualOdometry:
         inl = hmask[:, 0].astype(bool) if hmask is not None else np.ones(len(p1), bool)
         u1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
         u2 = b2 / np.linalg.norm(b2, axis=1, keepdims=True)
-        R_rot = _kabsch(u1[inl], u2[inl])
+        R_rot = kabsch_rotation(u1[inl], u2[inl])
         self._last_rot = R_rot
         proj = (b1 @ R_rot.T) @ K.T
         resid = np.linalg.norm(proj[:, :2] / proj[:, 2:] - p2, axis=1)

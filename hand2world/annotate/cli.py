@@ -85,7 +85,7 @@ def _bench(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``annotate``, ``annotate-validate`` and ``bench annotate``."""
-    from hand2world.eval.bench import add_benchmark
+    from hand2world.benchmark import add_benchmark
 
     p = sub.add_parser("annotate", help="egocentric videos -> training clips (hands + camera) + QA report")
     p.add_argument("videos", nargs="+", help="input videos (anything PyAV decodes, also .mp4.gz)")

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from hand2world.annotate.camera import rotation_angle_deg
+from hand2world.geometry import rotation_angle_deg
 from hand2world.io import VideoWriter
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hand2world.annotate.camera import VisualOdometry, rotation_angle_deg
+from hand2world.annotate.camera import VisualOdometry
 from hand2world.annotate.pipeline import AnnotateConfig, annotate_frames, fit_tracks
 from hand2world.annotate.tracks import HandTracks, clean_tracks
+from hand2world.geometry import rotation_angle_deg
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,6 @@
-"""`hand2world bench ...`: speed benchmarks (medians and p95, never timed tests).
+"""The foundation's benchmarks (``hand2world bench render|fit|control``), registered by ``hand2world.cli``.
 
-Every benchmark is a function ``fn(args) -> dict`` registered with ``add_benchmark``; the
-common options (``--threads``, ``--json``) and the printing/writing live here once.
-Built in:
+The plumbing (``add_benchmark``, ``summarize``) is ``hand2world.benchmark``. Built in:
 - ``render``: control render of two hands per frame.
 - ``fit``: streaming landmark fit (warm-started, one hand per call) on poses of the open model.
 - ``control``: the whole `control` path on the real cup video (tracking, fit + render, compose).
@@ -11,58 +9,17 @@ Built in:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from hand2world.benchmark import add_benchmark, summarize
+
 log = logging.getLogger(__name__)
-
-
-def summarize(ms: list[float]) -> dict:
-    """Median / p95 / mean of a list of milliseconds."""
-    a = np.asarray(ms, dtype=np.float64)
-    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean()),
-            "n": int(a.size)}
-
-
-def _set_threads(n: int) -> None:
-    import cv2
-
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-
-
-def add_benchmark(bench: argparse._SubParsersAction, name: str, help: str,
-                  fn: Callable[[argparse.Namespace], dict],
-                  configure: Callable[[argparse.ArgumentParser], None] | None = None,
-                  threads: int = 1) -> argparse.ArgumentParser:
-    """Register ``hand2world bench NAME``: ``fn(args)`` returns a JSON-able dict of results."""
-    p = bench.add_parser(name, help=help)
-    p.add_argument("--threads", type=int, default=threads, help="CPU threads (torch + OpenCV)")
-    p.add_argument("--json", help="also write the result here")
-    if configure is not None:
-        configure(p)
-
-    def run(args: argparse.Namespace) -> int:
-        _set_threads(args.threads)
-        result = {"benchmark": name, "threads": args.threads, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                  **fn(args)}
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text)
-        return 0
-
-    p.set_defaults(func=run)
-    return p
 
 
 def bench_fit(iters: int = 100, seed: int = 0) -> dict:

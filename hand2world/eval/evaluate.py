@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from hand2world.eval import metrics as M
 from hand2world.eval.networks import fvd, load_fvd_detector, load_lpips, metric_weights_dir
+from hand2world.geometry import rotation_angle_deg
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,8 @@ def camera_errors(frames: np.ndarray, clip: dict[str, Any], mask: np.ndarray, ma
     for i in idx:
         est = M.estimate_rotation(frames[0], frames[i], clip["K"], mask[0], mask[i])
         R_gt = M.gt_relative_rotation(clip["c2w"][0], clip["c2w"][i])
-        errs.append(M.rotation_angle_deg(est.R @ R_gt.T))
-        true.append(M.rotation_angle_deg(R_gt))
+        errs.append(rotation_angle_deg(est.R @ R_gt.T))
+        true.append(rotation_angle_deg(R_gt))
         fails += not est.ok
         if est.ok:
             ok.append(errs[-1])

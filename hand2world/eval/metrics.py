@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from hand2world.geometry.rotations import kabsch_rotation
+
 __all__ = [
     "PSNR_CAP",
     "RotationEstimate",
@@ -45,7 +47,6 @@ __all__ = [
     "psnr",
     "psnr_frames",
     "region_psnr",
-    "rotation_angle_deg",
     "ssim",
     "ssim_frames",
 ]
@@ -139,22 +140,9 @@ def ssim_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- camera
 
 
-def rotation_angle_deg(R: np.ndarray) -> float:
-    """Angle of a rotation matrix ``[3, 3]`` in degrees."""
-    c = (np.trace(np.asarray(R, np.float64)) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
-
-
 def gt_relative_rotation(c2w_a: np.ndarray, c2w_b: np.ndarray) -> np.ndarray:
     """Rotation taking camera ``a``'s coordinates to camera ``b``'s: ``R_b^T R_a`` (OpenCV's ``recoverPose`` R)."""
     return np.asarray(c2w_b, np.float64)[:3, :3].T @ np.asarray(c2w_a, np.float64)[:3, :3]
-
-
-def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation ``R`` minimising ``|b - R a|`` over unit bearings ``[N, 3]``."""
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 @dataclass(frozen=True)
@@ -217,14 +205,14 @@ def rotation_ransac(p1: np.ndarray, p2: np.ndarray, K: np.ndarray, inlier_px: fl
     best, best_in = np.eye(3), np.zeros(len(p1), bool)
     for _ in range(iters):
         pick = rng.choice(len(p1), 2, replace=False)
-        R = _kabsch(u1[pick], u2[pick])
+        R = kabsch_rotation(u1[pick], u2[pick])
         m = inliers(R)
         if m.sum() > best_in.sum():
             best, best_in = R, m
     for _ in range(2):  # refine on the consensus
         if best_in.sum() < 2:
             break
-        best = _kabsch(u1[best_in], u2[best_in])
+        best = kabsch_rotation(u1[best_in], u2[best_in])
         best_in = inliers(best)
     return best, best_in
 

@@ -21,6 +21,7 @@ from hand2world.geometry.camera import (
 from hand2world.geometry.rays import pixel_grid, plucker_rays, plucker_to_rgb
 from hand2world.geometry.rotations import (
     axis_angle_to_matrix,
+    kabsch_rotation,
     matrix_to_axis_angle,
     matrix_to_quaternion,
     matrix_to_rotation_6d,
@@ -28,6 +29,7 @@ from hand2world.geometry.rotations import (
     quaternion_to_matrix,
     rotation_6d_to_matrix,
     rotation_9d_to_matrix,
+    rotation_angle_deg,
 )
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "fov_from_intrinsics",
     "intrinsics_from_fov",
     "invert_rigid",
+    "kabsch_rotation",
     "look_at",
     "make_rigid",
     "matrix_to_axis_angle",
@@ -51,6 +54,7 @@ __all__ = [
     "relative_c2w",
     "rotation_6d_to_matrix",
     "rotation_9d_to_matrix",
+    "rotation_angle_deg",
     "scale_intrinsics",
     "transform_points",
 ]

@@ -11,13 +11,16 @@ Design choices:
   ``[r00, r10, r20, r01, r11, r21]``; decoding is Gram-Schmidt. 9-D (HandWorld's camera
   rotation) is the row-major flattened matrix; decoding projects onto SO(3) by SVD, so noisy
   network outputs become the nearest rotation.
-- All functions accept torch or NumPy and batch over leading dimensions.
+- All functions accept torch or NumPy and batch over leading dimensions; the two solver helpers
+  ``rotation_angle_deg`` and ``kabsch_rotation`` are NumPy in, NumPy out (float64), for the
+  annotation and evaluation solvers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,6 +28,7 @@ from hand2world.geometry.camera import as_tensor
 
 __all__ = [
     "axis_angle_to_matrix",
+    "kabsch_rotation",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
     "matrix_to_rotation_6d",
@@ -32,6 +36,7 @@ __all__ = [
     "quaternion_to_matrix",
     "rotation_6d_to_matrix",
     "rotation_9d_to_matrix",
+    "rotation_angle_deg",
 ]
 
 _SMALL = 1e-4  # radians: below this, series expansions replace sin(t)/t etc.
@@ -141,3 +146,16 @@ def rotation_9d_to_matrix(d9: Any) -> Tensor:
     fix = torch.ones(*M.shape[:-2], 3, dtype=M.dtype, device=M.device)
     fix[..., 2] = det.sign()
     return (U * fix[..., None, :]) @ Vh
+
+
+def rotation_angle_deg(R: Any) -> Any:
+    """Angle of rotation matrices ``[..., 3, 3]`` in degrees (float64; a float for one matrix)."""
+    tr = np.trace(np.asarray(R, np.float64), axis1=-2, axis2=-1)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def kabsch_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation ``R [3, 3]`` minimising ``|b - R a|`` for unit bearings ``a, b [N, 3]`` (not centred)."""
+    u, _, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt

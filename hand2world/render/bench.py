@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hand2world.eval.bench import summarize
+from hand2world.benchmark import summarize
 from hand2world.geometry import intrinsics_from_fov
 from hand2world.render.control import render_control
 from hand2world.render.synthetic import SyntheticHand, two_hand_scene

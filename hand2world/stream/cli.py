@@ -1,4 +1,4 @@
-"""`hand2world bench stream` and `hand2world generate --student`.
+"""`hand2world bench stream`.
 
 ``bench stream`` times ``StreamingGenerator.step`` (one call = one block) end to end: FPS, step
 latency p50/p95, peak memory and a stage breakdown (encode, denoise, commit, decode), printed as
@@ -6,10 +6,6 @@ a text table on the log and as JSON. Without ``--weights`` the model has random 
 does not depend on them): ``DIT_PRESETS[--preset]`` at ``--size`` with ``--block`` latent frames
 per block and a per-frame conv autoencoder (a ``wan-1.3b``-shaped student is benchmarked with a
 16-channel per-frame autoencoder: the Wan VAE's temporal factor is not streamable here).
-
-``generate --student`` is added to the ``generate`` command registered by ``hand2world.train.cli``
-(this module is listed after it in ``COMMAND_MODULES``): with ``--student`` the causal student
-generates through the streaming path, otherwise the teacher path runs unchanged.
 """
 
 from __future__ import annotations
@@ -98,7 +94,7 @@ def bench_stream(args: argparse.Namespace) -> dict:
     """Time ``--frames`` generated frames after ``--warmup`` steps."""
     import torch
 
-    from hand2world.eval.bench import summarize
+    from hand2world.benchmark import summarize
 
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -160,45 +156,9 @@ def bench_stream(args: argparse.Namespace) -> dict:
     return result
 
 
-def _extend_generate(sub: argparse._SubParsersAction) -> None:
-    """Add ``--student`` (and ``--device``) to the ``generate`` command; route to the streaming student."""
-    p = sub.choices.get("generate")
-    if p is None:
-        return
-    teacher_func = p.get_default("func")
-    for action in p._actions:  # --checkpoint becomes optional: --student replaces it
-        if action.dest == "checkpoint":
-            action.required = False
-            action.help = f"{action.help} (or --student)"
-    p.add_argument("--student", default=None,
-                   help="causal student folder or shipped name (e.g. default): stream with StreamingGenerator "
-                        "(--steps then overrides the student's own few-step count when given explicitly)")
-    p.add_argument("--device", default="cpu", help="torch device for --student")
-
-    def run(args: argparse.Namespace) -> int:
-        if args.student is None:
-            if not args.checkpoint:
-                p.error("give --checkpoint (teacher) or --student (causal student)")
-            return teacher_func(args)
-        if args.checkpoint:
-            p.error("give either --checkpoint or --student, not both")
-        from hand2world.generate import run_generate_student
-
-        steps = args.steps if args.steps != p.get_default("steps") else None
-        stats = run_generate_student(args.student, args.gestures, args.out, scene=args.scene, camera=args.camera,
-                                     steps=steps, seed=args.seed, max_frames=args.max_frames,
-                                     clip_index=args.clip_index, device=args.device)
-        print(json.dumps(stats, indent=2))
-        return 0
-
-    p.set_defaults(func=run)
-
-
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``bench stream`` and ``generate --student``."""
-    from hand2world.eval.bench import add_benchmark
-
-    _extend_generate(sub)
+    """Add ``bench stream``."""
+    from hand2world.benchmark import add_benchmark
 
     def configure(p: argparse.ArgumentParser) -> None:
         p.add_argument("--preset", default="tiny", help="DiT preset (random weights) when no --weights")

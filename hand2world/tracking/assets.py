@@ -21,7 +21,6 @@ Design choices:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -30,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hand2world.paths import asset_path
+from hand2world.paths import asset_path, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,6 @@ BUNDLE_MEMBERS: dict[str, tuple[str, str]] = {
         "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
     ),
 }
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def bundle_loads(path: Path) -> bool:
@@ -105,8 +100,8 @@ def _models_from_wheel(wheel: Path) -> dict[str, bytes]:
                 raise ValueError(
                     f"{wheel} has no {inner}; use the mediapipe {MEDIAPIPE_MODEL_VERSION} wheel"
                 ) from exc
-            if _sha256(data) != digest:
-                raise ValueError(f"{inner} in {wheel} has sha256 {_sha256(data)}, expected {digest}")
+            if sha256_hex(data) != digest:
+                raise ValueError(f"{inner} in {wheel} has sha256 {sha256_hex(data)}, expected {digest}")
             models[member] = data
             log.info("read %s from %s (%.1f MB, sha256 ok)", inner, wheel.name, len(data) / 1e6)
     return models
@@ -133,7 +128,7 @@ def _extract_tflite(models: dict[str, bytes], folder: Path) -> None:
     """Write the raw models next to the bundle unless identical copies are there."""
     for member, data in models.items():
         target = folder / member
-        if target.is_file() and _sha256(target.read_bytes()) == _sha256(data):
+        if target.is_file() and sha256_hex(target.read_bytes()) == sha256_hex(data):
             continue
         _write_atomic(target, data)
         log.info("wrote %s", target)

@@ -1,4 +1,4 @@
-"""`hand2world train autoencoder|teacher`, `hand2world generate` and the video-model benchmarks.
+"""`hand2world train autoencoder|teacher` and the video-model benchmarks.
 
 Registered through ``hand2world.cli.COMMAND_MODULES``; heavy imports happen inside the commands.
 The same ``train`` command runs alone or under ``torchrun --nproc_per_node N`` (DDP / FSDP).
@@ -7,7 +7,6 @@ The same ``train`` command runs alone or under ``torchrun --nproc_per_node N`` (
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
@@ -41,17 +40,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from hand2world.generate import run_generate
-
-    stats = run_generate(checkpoint=args.checkpoint, scene=args.scene, gestures=args.gestures, out=args.out,
-                         camera=args.camera, steps=args.steps, guidance_hands=args.guidance_hands,
-                         guidance_camera=args.guidance_camera, seed=args.seed, max_frames=args.max_frames,
-                         clip_index=args.clip_index)
-    print(json.dumps(stats, indent=2))
-    return 0
-
-
 def _bench_train(args: argparse.Namespace) -> dict:
     """Optimiser steps/s of the teacher on procedural clips (no checkpoints)."""
     import tempfile
@@ -79,7 +67,7 @@ def _bench_dit_step(args: argparse.Namespace) -> dict:
     """Latency of one cached block-causal DiT forward (a streaming denoising step) at a full window."""
     import torch
 
-    from hand2world.eval.bench import summarize
+    from hand2world.benchmark import summarize
     from hand2world.models import DIT_PRESETS, Conditioning, DiT, scene_channels
 
     cfg = DIT_PRESETS[args.preset]
@@ -104,8 +92,8 @@ def _bench_dit_step(args: argparse.Namespace) -> dict:
 
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``generate`` and the ``bench train`` / ``bench dit-step`` benchmarks."""
-    from hand2world.eval.bench import add_benchmark
+    """Add ``train`` and the ``bench train`` / ``bench dit-step`` benchmarks."""
+    from hand2world.benchmark import add_benchmark
 
     p = sub.add_parser("train", help="train the autoencoder or the video teacher (torchrun-ready)")
     p.add_argument("what", choices=["autoencoder", "teacher"])
@@ -114,20 +102,6 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="override a config value, e.g. --set optim.steps=100 (repeatable)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (resumable)")
     p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("generate", help="scene photo + gestures -> generated egocentric video (teacher sampling)")
-    p.add_argument("--checkpoint", required=True, help="teacher run/checkpoint folder or shipped name")
-    p.add_argument("--scene", help="scene image (default: the first frame of the gesture clip)")
-    p.add_argument("--gestures", required=True, help="gesture video (tracked + fitted + rendered) or a clip folder")
-    p.add_argument("--clip-index", type=int, default=0, help="clip index when --gestures is a ClipDataset folder")
-    p.add_argument("--camera", help="optional camera trajectory .npy [T, 4, 4] (camera-to-world)")
-    p.add_argument("--out", required=True, help="output MP4 (generated | control side by side)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance-hands", type=float, default=1.0)
-    p.add_argument("--guidance-camera", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-frames", type=int, default=None)
-    p.set_defaults(func=_cmd_generate)
 
     def conf_train(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", default="tiny")

@@ -61,7 +61,7 @@ def _bench_world(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``world synth``, ``world preview`` and ``bench world``."""
-    from hand2world.eval.bench import add_benchmark
+    from hand2world.benchmark import add_benchmark
 
     p = sub.add_parser("world", help="synthetic egocentric tabletop world: make clips, preview them")
     world = p.add_subparsers(dest="world", required=True)
