@@ -150,6 +150,26 @@ def test_attention_backends_agree():
                 assert torch.allclose(attention(q, k, v, m, backend="flex"), ref, atol=1e-5)
 
 
+def test_attention_backend_is_per_model(monkeypatch):
+    """Two models in one process hold different backends; setting one leaves the other alone."""
+    a, b = _model(), _model()
+    a.attention_backend = "math"
+    assert a.attention_backend == "math" and b.attention_backend == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        b.attention_backend = "nope"
+    used = []
+    real = attention
+    monkeypatch.setattr("hand2world.models.dit.attention", lambda *args, **kw: used.append(
+        kw.get("backend", args[4] if len(args) > 4 else None)) or real(*args, **kw))
+    x, t, cond = _inputs()
+    out_a = a(x, t, cond)
+    assert set(used) == {"math"}
+    used.clear()
+    out_b = b(x, t, cond)
+    assert set(used) == {"sdpa"}
+    assert torch.allclose(out_a, out_b, atol=1e-5)  # same weights, backends agree
+
+
 def test_guidance_dropout_masks():
     model = _model()
     x, t, cond = _inputs()

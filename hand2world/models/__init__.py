@@ -3,7 +3,7 @@
 Heavy optional pieces (the Wan VAE through diffusers) import lazily from ``hand2world.models.wan``.
 """
 
-from hand2world.models.attention import attention, available_backends, set_attention_backend
+from hand2world.models.attention import attention, available_backends, resolve_attention_backend
 from hand2world.models.autoencoder import FrameAutoencoder, build_autoencoder
 from hand2world.models.conditioning import (
     Conditioning,
@@ -43,9 +43,9 @@ __all__ = [
     "drop_conditions",
     "load_config",
     "rays_to_latent_frames",
+    "resolve_attention_backend",
     "save_config",
     "scene_channels",
     "scene_latents",
     "warp_scene_latent",
-    "set_attention_backend",
 ]

@@ -1,12 +1,14 @@
 """The one attention dispatch point of the video models.
 
 Design choices:
-- Every attention call in ``hand2world.models`` goes through ``attention(q, k, v, mask)``
+- Every attention call in ``hand2world.models`` goes through ``attention(q, k, v, mask, backend)``
   with ``[B, heads, L, head_dim]`` tensors, so changing the backend is one setting.
 - Backends: ``"sdpa"`` (``torch.nn.functional.scaled_dot_product_attention``; the default,
   CPU and GPU), ``"flash"`` (flash-attn 2, CUDA, half precision, no mask; falls back to
   SDPA otherwise), ``"math"`` (explicit softmax; the reference the tests compare against).
-  ``set_attention_backend`` picks one process-wide; ``"auto"`` takes flash where usable.
+  The backend is a per-model attribute (``DiT.attention_backend``, resolved by
+  ``resolve_attention_backend``: ``"auto"`` takes flash where usable), never a process-wide
+  setting: two models in one process may use different backends.
 - Block-causal masks are boolean ``[Lq, Lk]`` (True = may attend), built once per forward by
   ``block_causal_mask`` from per-token block indices.
 """
@@ -22,9 +24,9 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["attention", "available_backends", "block_causal_mask", "get_attention_backend", "set_attention_backend"]
+__all__ = ["BACKENDS", "attention", "available_backends", "block_causal_mask", "resolve_attention_backend"]
 
-_BACKEND = "sdpa"
+BACKENDS = ("sdpa", "math", "flash", "flex")
 
 try:  # optional GPU extra
     from flash_attn import flash_attn_func as _flash_attn_func  # type: ignore[import-not-found]
@@ -46,35 +48,31 @@ def available_backends() -> list[str]:
     return out
 
 
-def set_attention_backend(name: str) -> None:
-    """Choose the process-wide backend: ``sdpa`` | ``math`` | ``flash`` | ``flex`` | ``auto``."""
-    global _BACKEND
+def resolve_attention_backend(name: str) -> str:
+    """The backend ``name`` means here: ``sdpa`` | ``math`` | ``flash`` | ``flex``, or ``auto`` (flash where
+    usable, else SDPA); flash where it is not usable falls back to SDPA (with a warning)."""
     if name == "auto":
         name = "flash" if "flash" in available_backends() else "sdpa"
-    if name not in ("sdpa", "math", "flash", "flex"):
-        raise ValueError(f"unknown attention backend {name!r}")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; expected one of {BACKENDS} or 'auto'")
     if name == "flash" and "flash" not in available_backends():
         log.warning("flash-attn not usable here; attention stays on SDPA")
         name = "sdpa"
-    _BACKEND = name
+    return name
 
 
-def get_attention_backend() -> str:
-    return _BACKEND
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, backend: str | None = None) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, backend: str = "sdpa") -> Tensor:
     """Scaled dot-product attention.
 
     Args:
         q: ``[B, H, Lq, D]``; k, v: ``[B, H, Lk, D]``.
         mask: optional boolean ``[Lq, Lk]`` (or broadcastable ``[B, H, Lq, Lk]``), True = attend.
-        backend: override the process-wide backend for this call.
+        backend: one of ``BACKENDS`` (the calling model's ``attention_backend``).
 
     Returns:
         ``[B, H, Lq, D]``.
     """
-    name = backend or _BACKEND
+    name = backend
     if name == "flash" and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         return _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if name == "flex":

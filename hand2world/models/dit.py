@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from hand2world.models.attention import attention, block_causal_mask
+from hand2world.models.attention import attention, block_causal_mask, resolve_attention_backend
 from hand2world.models.conditioning import Conditioning, PluckerAdapter
 from hand2world.models.config import DiTConfig
 from hand2world.models.kv_cache import KVCache
@@ -66,6 +66,7 @@ class _Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.backend = "sdpa"  # set through ``DiT.attention_backend``
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
@@ -89,7 +90,7 @@ class SelfAttention(_Attention):
         q, k = RotaryEmbedding3D.apply(q, *rope), RotaryEmbedding3D.apply(k, *rope)
         if cache is not None:
             k, v = cache.write(layer, k, v)
-        out = attention(q, k, v, mask)
+        out = attention(q, k, v, mask, self.backend)
         return self.o(out.transpose(1, 2).flatten(2))
 
 
@@ -99,7 +100,7 @@ class CrossAttention(_Attention):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """``x [B, L, D]``, ``context [B, S, D]`` -> ``[B, L, D]``."""
         q, k, v = self._heads(x, context)
-        return self.o(attention(q, k, v).transpose(1, 2).flatten(2))
+        return self.o(attention(q, k, v, backend=self.backend).transpose(1, 2).flatten(2))
 
 
 class DiTBlock(nn.Module):
@@ -168,6 +169,20 @@ class DiT(nn.Module):
         self.camera_adapter = (PluckerAdapter(d, config.camera_adapter_dim, config.vae_factor, config.patch_size)
                                if config.camera_adapter_dim else None)
         self.gradient_checkpointing = False  # recompute block activations in backward (large models)
+        self._attention_backend = "sdpa"
+
+    @property
+    def attention_backend(self) -> str:
+        """This model's attention backend (``hand2world.models.attention.BACKENDS``; default ``sdpa``)."""
+        return self._attention_backend
+
+    @attention_backend.setter
+    def attention_backend(self, name: str) -> None:
+        """Set the backend of every attention layer of this model (``auto``: flash where usable)."""
+        self._attention_backend = resolve_attention_backend(name)
+        for m in self.modules():
+            if isinstance(m, _Attention):
+                m.backend = self._attention_backend
 
     def new_kv_cache(self, batch: int, latent_hw: tuple[int, int] | None = None, capacity_frames: int | None = None,
                      dtype: torch.dtype | None = None) -> KVCache:

@@ -80,7 +80,7 @@ class StreamingGenerator:
         seed: seed of the stream's noise (re-seeded at every ``start``/``reset``: reproducible).
         dtype: compute dtype (float32; bfloat16 for GPUs).
         compile: wrap the DiT in ``torch.compile``.
-        attention: attention backend to select (``hand2world.models.attention``), e.g. ``"auto"``.
+        attention: the model's attention backend (``DiT.attention_backend``), e.g. ``"auto"``; None keeps it.
         profile: synchronise CUDA at stage boundaries so ``timings`` are exact.
     """
 
@@ -115,10 +115,8 @@ class StreamingGenerator:
         p = next(model.parameters())
         self.device = p.device
         self.dtype = dtype or p.dtype
-        if attention is not None:
-            from hand2world.models.attention import set_attention_backend
-
-            set_attention_backend(attention)
+        if attention is not None:  # the model's own setting (shared weights share it)
+            model.attention_backend = attention
         self.model = model.to(dtype=self.dtype).eval().requires_grad_(False)
         # channels_last: oneDNN / cuDNN convolutions without layout reorders (~35% faster autoencoder on CPU)
         self.ae = autoencoder.to(device=self.device, dtype=self.dtype, memory_format=torch.channels_last)
