@@ -206,16 +206,16 @@ def load_autoencoder(spec: str, device: torch.device | str = "cpu") -> nn.Module
         else:
             cfg, weights = load_config(folder / "config.json"), folder / "model.safetensors"
         ae = build_autoencoder(cfg)
-        if cfg.kind == "conv":
+        if cfg.trained_here:
             ae.load_state_dict(load_file(str(weights)))
     return ae.to(device).eval().requires_grad_(False)
 
 
 def autoencoder_extra(ae: nn.Module) -> dict[str, tuple[dict[str, Tensor], Any]]:
-    """The autoencoder's weights + config stored beside a video model (conv autoencoders; the Wan VAE
+    """The autoencoder's weights + config stored beside a video model (autoencoders trained here; the Wan VAE
     is referenced by its own config)."""
     ae_cfg = getattr(ae, "config", None)
-    if ae_cfg is None or getattr(ae_cfg, "kind", "wan") != "conv":
+    if ae_cfg is None or not getattr(ae_cfg, "trained_here", False):
         return {}
     return {"autoencoder": ({k: v for k, v in ae.state_dict().items()}, ae_cfg)}
 

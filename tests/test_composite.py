@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from hand2world.geometry import intrinsics_from_fov
 from hand2world.models import AUTOENCODER_PRESETS, build_autoencoder
@@ -128,6 +129,22 @@ def test_composite_autoencoder_trains_on_guides_and_releases_statistics(tmp_path
         from hand2world.train.autoencoder import AutoencoderTask
 
         AutoencoderTask(from_dict(AutoencoderRunConfig, {**raw, "control_fraction": 0.5}), dataset=clips)
+    # a teacher on its latents carries the composite autoencoder (weights and config) in its release
+    from hand2world.checkpoints import load_video_model
+    from hand2world.train import train_teacher
+    from hand2world.train.config import TeacherRunConfig
+
+    tcfg = {"model": {"preset": "tiny", "overrides": {"dim": 32, "num_heads": 2, "num_layers": 1, "ffn_dim": 32,
+                                                      "freq_dim": 16, "camera_adapter_dim": 8}},
+            "autoencoder": str(out["final"]), "data": {"frames": 3, "size": 32},
+            "optim": {"steps": 2, "batch_size": 2, "warmup": 1, "ckpt_every": 1000}, "out_dir": str(tmp_path / "t")}
+    res = train_teacher(from_dict(TeacherRunConfig, tcfg), dataset=clips)
+    _, ae, _, _ = load_video_model(res["final"])
+    assert ae.needs_guide and ae.config == released
+    mine = build_autoencoder(released)
+    mine.load_state_dict(load_file(str(out["final"] / "model.safetensors")))
+    for k, v in mine.state_dict().items():
+        torch.testing.assert_close(ae.state_dict()[k], v)
 
 
 def test_windows_of_a_clip_with_a_scene_photo_start_from_the_photo() -> None:

@@ -179,6 +179,11 @@ class AutoencoderConfig:
                              f"{self.latent_dropout}")
 
     @property
+    def trained_here(self) -> bool:
+        """Weights trained here and stored beside the video model (conv, composite); the Wan VAE is referenced."""
+        return self.kind in ("conv", "composite")
+
+    @property
     def needs_guide(self) -> bool:
         """Decoding needs the warped photo and the control render (``kind="composite"``)."""
         return self.kind == "composite"
