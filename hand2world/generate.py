@@ -4,7 +4,10 @@ Design choices:
 - ``TeacherSampler`` loads a self-contained teacher checkpoint (DiT + its autoencoder) and
   samples windows of ``window`` frames with Euler steps and optional guidance. Longer gesture
   sequences are chained: each window starts from the previous window's last generated frame
-  as its scene (overlap of one frame), with camera poses made relative to that frame.
+  as its scene (overlap of one frame), with camera poses made relative to that frame. A teacher
+  whose autoencoder composites over the photo (``needs_guide``) starts every window from the scene
+  photo instead, with poses relative to the photo's camera, as it was trained, and decodes over
+  the photo warped into each frame's camera.
 - Gestures come from a video (tracked with MediaPipe, fitted and rendered by the Foundation's
   ``ControlPipeline``), a ClipDataset folder (``--clip-index``) or an ``.npz`` with
   ``control [T, H, W, 3]`` (and optionally ``c2w``, ``K``). Frames are resized/cropped to the
@@ -35,6 +38,7 @@ from hand2world.diffusion import euler_sample
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
 from hand2world.io import fit_square
 from hand2world.models import Conditioning, DiT, scene_channels, scene_latents
+from hand2world.models.composite import warp_image
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +101,16 @@ class TeacherSampler:
         c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)) if c2w is None else np.asarray(c2w, np.float32)
         K = intrinsics_from_fov(60.0, s, s).numpy() if K is None else np.asarray(K, np.float32)
         g = torch.Generator().manual_seed(seed)
+        photo = self.ae.needs_guide  # composite: every window starts from the photo, cameras relative to its
         out, start, current = [scene], 0, scene
         while start < n - 1:
             stop = min(start + self.window, n)
-            ctl = self._to_tensor(control[start:stop])
-            rel = relative_c2w(torch.from_numpy(c2w[start:stop]))
+            sel = [0 if photo else start, *range(start + 1, stop)]
+            ctl_px = control[sel].copy()
+            if photo:
+                ctl_px[0] = 0  # the photo's frame has no hands (as in training)
+            ctl = self._to_tensor(ctl_px)
+            rel = relative_c2w(torch.from_numpy(c2w[sel]))
             rays = plucker_rays(torch.from_numpy(K), rel, s, s).transpose(0, 1)[None].to(ctl.device)
             scene_lat = self.ae.encode(self._to_tensor(current[None]))[:, :, 0]
             ctl_lat = self.ae.encode(ctl)
@@ -112,10 +121,15 @@ class TeacherSampler:
             noise = torch.randn(ctl_lat.shape, generator=g).to(ctl.device)
             lat = euler_sample(self.model, noise, cond, steps=steps, guidance_hands=guidance_hands,
                                guidance_camera=guidance_camera)
-            video = self.ae.decode(lat)[0].clamp(-1, 1).add(1).mul(127.5).round().byte()
+            guide = None
+            if photo:
+                warped = warp_image(self._to_tensor(scene[None])[:, :, 0], torch.from_numpy(K), rel[None],
+                                    self.ae.config.guide_warp_depth)
+                guide = torch.cat([warped, ctl], 1)  # [1, 6, T, S, S]
+            video = self.ae.decode(lat, guide)[0].clamp(-1, 1).add(1).mul(127.5).round().byte()
             frames = video.permute(1, 2, 3, 0).cpu().numpy()
             out.extend(frames[1:])
-            current = frames[-1]
+            current = scene if photo else frames[-1]
             start = stop - 1
         return np.stack(out[:n])
 

@@ -218,3 +218,24 @@ def test_composite_student_streams_and_keeps_the_photo() -> None:
     turned = gen.step(control[:2], c2w)
     assert int(np.abs(turned[0].astype(int) - photo).max()) <= 1
     assert np.abs(turned[1].astype(int) - photo).mean() > 10
+
+
+def test_teacher_sampler_anchors_composite_windows_on_the_photo() -> None:
+    """With a composite autoencoder the teacher samples every window from the scene photo: a zero-alpha
+    decoder returns the photo in every frame of a static camera, across chained windows."""
+    from hand2world.generate import TeacherSampler
+    from hand2world.models import DiT, DiTConfig
+
+    cfg = DiTConfig(latent_channels=4, dim=32, num_heads=2, num_layers=1, ffn_dim=32, freq_dim=16, vae_factor=16,
+                    camera_adapter_dim=8, latent_size=(4, 4), scene_every_frame=True, scene_warp_depth=0.5)
+    ae_cfg = dataclasses.replace(TINY, latent_channels=4, channels=(8, 8, 8, 8), guide_channels=(4, 4, 4, 8, 8))
+    ae = build_autoencoder(ae_cfg).eval()
+    with torch.no_grad():
+        ae.head.bias[3] = -40.0
+    sampler = TeacherSampler(DiT(cfg), ae, window=4)
+    photo = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    control = np.zeros((9, 64, 64, 3), np.uint8)
+    control[:, 10:30, 10:30] = 200
+    out = sampler.generate(photo, control, steps=2)
+    assert out.shape == (9, 64, 64, 3)
+    assert int(np.abs(out.astype(int) - photo).max()) <= 1
