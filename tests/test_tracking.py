@@ -232,3 +232,19 @@ def test_broken_bundle_is_rebuilt(bundle: Path, tmp_path: Path) -> None:
     assert not tracking_assets.bundle_loads(out)
     build_hand_landmarker_bundle(out=out, wheel=_fake_wheel(bundle, tmp_path / "w.whl"))
     assert tracking_assets.bundle_loads(out)
+
+
+def test_hands_found_on_real_and_empty_frames(tracker: HandTracker, palm: np.ndarray) -> None:
+    """The realism judge: the real palm is found, also shrunk to 96 px (upscaled before detection), a plain
+    frame is not; the rate counts only the frames that are said to show a hand."""
+    import cv2
+
+    from hand2world.tracking import detection_rate, hands_found
+
+    small = cv2.resize(palm, (96, round(96 * palm.shape[0] / palm.shape[1])), interpolation=cv2.INTER_AREA)
+    blank = np.full((96, 96, 3), 127, np.uint8)
+    found = hands_found([small, blank, palm], tracker=tracker)
+    assert found.tolist() == [True, False, True]
+    assert detection_rate(found) == pytest.approx(2 / 3)
+    assert detection_rate(found, where=[True, False, False]) == 1.0
+    assert detection_rate(found, where=[False, False, False]) is None

@@ -113,8 +113,9 @@ def _gauss(x: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return cv2.GaussianBlur(x, (11, 11), sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Mean SSIM of two images ``[H, W, 3]`` (or ``[H, W]``) — Gaussian window, sigma 1.5 (see module notes)."""
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, mask: np.ndarray | None = None) -> float:
+    """Mean SSIM of two images ``[H, W, 3]`` (or ``[H, W]``) — Gaussian window, sigma 1.5 (see module notes);
+    with ``mask [H, W]`` (bool), the mean over the pixels it keeps (NaN when it keeps none)."""
     x, y = _check_pair(a, b)
     if x.ndim == 2:
         x, y = x[..., None], y[..., None]
@@ -128,7 +129,12 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
         sxy = _gauss(xa * ya) - mx * my
         s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
         pad = 5  # (11 - 1) / 2: crop where the window does not fit (as skimage does)
-        vals.append(s[pad:-pad, pad:-pad].mean())
+        inner = s[pad:-pad, pad:-pad]
+        if mask is None:
+            vals.append(inner.mean())
+        else:
+            keep = np.asarray(mask, bool)[pad:-pad, pad:-pad]
+            vals.append(inner[keep].mean() if keep.any() else np.nan)
     return float(np.mean(vals))
 
 
