@@ -1,9 +1,8 @@
-"""Gesture -> conditioning: tracked landmarks to the two signals the video model reads.
+"""Gesture -> conditioning: tracked landmarks to the hand control image the video model reads.
 
 One ``ControlPipeline`` turns each tracked frame (MediaPipe-style hands: side, normalised
-image landmarks, metric world landmarks) into
-- the occlusion-invariant hand control image (full mesh, silhouette + wireframe), and
-- the per-pixel Plücker-ray map of the viewer's camera (relative to the stream's first pose).
+image landmarks, metric world landmarks) into the occlusion-invariant hand control image
+(full mesh, silhouette + wireframe), with the fitted meshes and poses.
 
 Design choices:
 - Smoothing (One-Euro) runs on landmarks before fitting, per hand side, so jitter never
@@ -12,6 +11,9 @@ Design choices:
 - The camera is a pinhole with a documented default field of view (``fov_deg``) unless the
   caller gives ``K``; hand meshes are placed in that camera by the fit (metric world
   landmarks fix the size, image landmarks fix position and depth).
+- No camera state here: the viewer's camera goes to the frame source with each control
+  (``step(control, c2w)``), which owns the stream's reference camera and makes the Plücker
+  rays; this pipeline computes no rays.
 - No I/O here: the CLI, the server and the annotation pipeline all call this same object.
 """
 
@@ -25,7 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
+from hand2world.geometry import intrinsics_from_fov
 from hand2world.hands import HandMesh, HandModel, HandPose, OneEuroFilter, fit_landmarks
 from hand2world.hands.skeleton import SIDES
 from hand2world.render import render_control
@@ -63,14 +65,12 @@ class ControlFrame:
 
     Attributes:
         control: uint8 [H, W, 3] control render.
-        rays: float32 [6, H, W] Plücker rays (d, o x d).
         meshes: fitted meshes (batch 1 each) in camera coordinates.
         landmarks_px: side -> [21, 2] smoothed image landmarks in pixels of the output size.
         poses: side -> fitted ``HandPose`` (batch 1).
     """
 
     control: np.ndarray
-    rays: torch.Tensor
     meshes: list[HandMesh] = field(default_factory=list)
     landmarks_px: dict[str, np.ndarray] = field(default_factory=dict)
     poses: dict[str, HandPose] = field(default_factory=dict)
@@ -88,10 +88,9 @@ class ControlPipeline:
         self.reset()
 
     def reset(self) -> None:
-        """Forget filters, warm starts and the first camera pose (a new stream)."""
+        """Forget filters and warm starts (a new stream)."""
         self._filters: dict[str, tuple[OneEuroFilter, OneEuroFilter]] = {}
         self._poses: dict[str, HandPose] = {}
-        self._c2w0: np.ndarray | None = None
 
     def _smooth(self, side: str, image_px: np.ndarray, world: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         if side not in self._filters:
@@ -101,25 +100,16 @@ class ControlPipeline:
         f_img, f_world = self._filters[side]
         return f_img(image_px, t).astype(np.float32), f_world(world, t).astype(np.float32)
 
-    def camera_rays(self, c2w: np.ndarray | None) -> torch.Tensor:
-        """Plücker rays [6, H, W] for a camera pose, relative to the stream's first pose."""
-        c2w = np.eye(4, dtype=np.float32) if c2w is None else np.asarray(c2w, dtype=np.float32).reshape(4, 4)
-        if self._c2w0 is None:
-            self._c2w0 = c2w
-        rel = relative_c2w(torch.from_numpy(np.stack([self._c2w0, c2w])))[1]
-        return plucker_rays(torch.from_numpy(self.K), rel, self.config.height, self.config.width)
-
-    def process(self, hands: Sequence[HandLike], t: float, c2w: np.ndarray | None = None) -> ControlFrame:
-        """Landmarks of one frame -> control render + Plücker rays.
+    def process(self, hands: Sequence[HandLike], t: float) -> ControlFrame:
+        """Landmarks of one frame -> control render (+ meshes, poses, smoothed landmarks).
 
         Args:
             hands: tracked hands of this frame (at most one per side is used: the first).
             t: timestamp in seconds (monotonic within a stream).
-            c2w: optional [4, 4] camera-to-world of the viewer at this frame.
         """
         c = self.config
         size = np.array([c.width, c.height], dtype=np.float32)
-        frame = ControlFrame(control=np.zeros((c.height, c.width, 3), np.uint8), rays=self.camera_rays(c2w))
+        frame = ControlFrame(control=np.zeros((c.height, c.width, 3), np.uint8))
         seen: set[str] = set()
         for hand in hands:
             side = hand.side

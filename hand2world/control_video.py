@@ -3,6 +3,8 @@
 Reads a video, tracks hands with MediaPipe (video mode), fits hand meshes, renders the
 control image and the Plücker-ray map, and writes a side-by-side MP4:
 ``input | landmarks | control render | Plücker rays``, plus a JSON of per-stage timings.
+The rays panel shows the camera trajectory relative to its first pose (``relative_c2w``), as
+the frame sources make them; a static camera (no trajectory) gives one constant panel.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from hand2world.conditioning import ControlConfig, ControlPipeline
-from hand2world.geometry import plucker_to_rgb
+from hand2world.geometry import plucker_rays, plucker_to_rgb, relative_c2w
 from hand2world.io import VideoWriter, iter_frames, video_info
 from hand2world.render import render_landmarks
 from hand2world.tracking import HandTracker
@@ -60,6 +63,9 @@ def run_control_video(video: str | Path, out: str | Path, panel_height: int = 25
     w, h = panel_size(info["width"], info["height"], panel_height)
     total = info["frames"] if max_frames is None else min(info["frames"] or max_frames, max_frames)
     pipeline = ControlPipeline(ControlConfig(height=h, width=w, fov_deg=fov_deg, kind=kind), mano_dir=mano_dir)
+    K = torch.from_numpy(pipeline.K)
+    rel = None if c2w is None else relative_c2w(torch.from_numpy(np.asarray(c2w, np.float32)))
+    static_rays = plucker_to_rgb(plucker_rays(K, torch.eye(4), h, w)) if rel is None else None
     times: dict[str, list[float]] = {"track": [], "fit+render": [], "compose+encode": []}
     frames = with_hand = 0
     fps = info["fps"] or 30.0
@@ -70,13 +76,16 @@ def run_control_video(video: str | Path, out: str | Path, panel_height: int = 25
             t0 = time.perf_counter()
             hands = tracker.detect(rgb, timestamp_ms=int(round(i * 1000 / fps)))
             t1 = time.perf_counter()
-            pose = None if c2w is None else c2w[min(i, len(c2w) - 1)]
-            cond = pipeline.process(hands, t=i / fps, c2w=pose)
+            cond = pipeline.process(hands, t=i / fps)
             t2 = time.perf_counter()
             small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             sides = list(cond.landmarks_px)
             marked = render_landmarks(small.copy(), [cond.landmarks_px[s] for s in sides], sides)
-            panels = [small.copy(), marked, cond.control.copy(), plucker_to_rgb(cond.rays)]
+            if rel is None:
+                rays = static_rays.copy()
+            else:
+                rays = plucker_to_rgb(plucker_rays(K, rel[min(i, len(rel) - 1)], h, w))
+            panels = [small.copy(), marked, cond.control.copy(), rays]
             writer.write(np.concatenate([_label(p, t) for p, t in zip(panels, PANEL_TITLES, strict=True)], axis=1))
             t3 = time.perf_counter()
             for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):

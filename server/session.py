@@ -283,7 +283,7 @@ class Session:
         self._last_t = t
         if msg.c2w is not None:
             self._c2w = msg.c2w
-        cf = self.pipeline.process(msg.hands, t, self._c2w)
+        cf = self.pipeline.process(msg.hands, t)
         frames = self.source.step(cf.control[None], self._c2w[None].astype(np.float32))
         return frames[0], cf.control
 

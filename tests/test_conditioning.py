@@ -1,4 +1,4 @@
-"""ControlPipeline: landmarks -> fitted meshes -> control render + Plücker rays."""
+"""ControlPipeline: landmarks -> fitted meshes -> control render (no rays: the frame source makes them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from hand2world.conditioning import ControlConfig, ControlPipeline
-from hand2world.geometry import plucker_rays, project
+from hand2world.geometry import plucker_rays, project, relative_c2w
 from hand2world.hands import HandModel, random_hand_pose
 from hand2world.render.colors import SIDE_COLORS
 
@@ -46,7 +46,7 @@ def test_fit_places_the_hand_where_the_landmarks_are():
     hands, truth = synthetic_hands(pipe, sides=("left", "right"))
     frame = pipe.process(hands, t=0.0)
     assert frame.control.shape == (H, W, 3) and frame.control.dtype == np.uint8
-    assert frame.rays.shape == (6, H, W)
+    assert not hasattr(frame, "rays")  # the frame source owns the camera and makes the rays
     assert {m.side for m in frame.meshes} == {"left", "right"}
     for mesh in frame.meshes:
         err_mm = 1000 * np.linalg.norm(mesh.joints[0].numpy() - truth[mesh.side], axis=-1).mean()
@@ -63,23 +63,22 @@ def test_fit_places_the_hand_where_the_landmarks_are():
         assert (cos(lit, fill) > cos(lit, other)).mean() > 0.8
 
 
-def test_no_hands_black_frame_and_identity_rays():
+def test_no_hands_black_frame():
     pipe = ControlPipeline(ControlConfig(height=H, width=W))
     frame = pipe.process([], t=0.0)
     assert not frame.control.any() and frame.meshes == []
-    expected = plucker_rays(torch.as_tensor(pipe.K), torch.eye(4), H, W)
-    torch.testing.assert_close(frame.rays, expected)
 
 
-def test_rays_are_relative_to_the_first_pose():
-    pipe = ControlPipeline(ControlConfig(height=H, width=W))
+def test_control_video_rays_are_relative_to_the_first_pose():
+    """The `control` video's rays panel: poses relative to the trajectory's first (``relative_c2w``)."""
+    K = torch.as_tensor(ControlPipeline(ControlConfig(height=H, width=W)).K)
     c2w0 = np.eye(4, dtype=np.float32)
     c2w0[:3, 3] = [1.0, 2.0, 3.0]
-    first = pipe.process([], t=0.0, c2w=c2w0).rays
-    torch.testing.assert_close(first, plucker_rays(torch.as_tensor(pipe.K), torch.eye(4), H, W))
     moved = c2w0.copy()
     moved[:3, 3] += [0.1, 0.0, 0.0]
-    second = pipe.process([], t=0.1, c2w=moved).rays
+    rel = relative_c2w(torch.from_numpy(np.stack([c2w0, moved])))
+    first, second = plucker_rays(K, rel[0], H, W), plucker_rays(K, rel[1], H, W)
+    torch.testing.assert_close(first, plucker_rays(K, torch.eye(4), H, W))
     assert torch.allclose(second[:3], first[:3], atol=1e-6)  # pure translation: same directions
     assert not torch.allclose(second[3:], first[3:], atol=1e-4)  # moments change
 
