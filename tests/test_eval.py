@@ -10,8 +10,9 @@ import torch
 from conftest import MICRO_DIT
 
 from hand2world.eval import metrics as M
-from hand2world.eval.evaluate import long_metrics, parse_model_arg
+from hand2world.eval.adapters import parse_model_arg
 from hand2world.eval.networks import LPIPS, fvd, load_fvd_detector, load_lpips
+from hand2world.eval.scores import long_metrics
 from hand2world.geometry import rotation_angle_deg
 
 
@@ -178,7 +179,7 @@ def test_lpips_and_fvd_need_weights(tmp_path):
 def test_paired_differences_compare_the_same_clips():
     """A model 0.5 dB worse than the reference on every clip shows +0.5 with zero spread, even when the clips
     themselves differ by several dB; clips without occlusion are left out of that metric only."""
-    from hand2world.eval.evaluate import paired_differences
+    from hand2world.eval.scores import paired_differences
 
     base = [{"psnr": 15.0 + 3 * i, "hand_psnr": 12.0 + i, "occluded_psnr": None if i == 0 else 10.0 + i,
              "camera_err_deg": 1.0 + i} for i in range(4)]
@@ -214,7 +215,8 @@ def test_autoencoder_oracle_round_trips_shipped_autoencoder(tmp_path):
     and scores far above a blank frame and above repeating the scene."""
     from hand2world.checkpoints import load_autoencoder
     from hand2world.data import ClipDataset
-    from hand2world.eval.evaluate import CLIP_KEYS, AutoencoderOracle, RepeatScene, clip_metrics, prepare_clip
+    from hand2world.eval.adapters import AutoencoderOracle, RepeatScene
+    from hand2world.eval.scores import CLIP_KEYS, clip_metrics, prepare_clip
     from hand2world.paths import REPO_ROOT
     from hand2world.world.synth import synthesize
 

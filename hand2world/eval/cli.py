@@ -19,7 +19,8 @@ def _lengths(text: str) -> tuple[int, ...]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from hand2world.eval.evaluate import EvalConfig, ModelSpec, parse_model_arg, run_eval
+    from hand2world.eval.adapters import ModelSpec, parse_model_arg
+    from hand2world.eval.evaluate import EvalConfig, run_eval
 
     specs: list[ModelSpec] = []
     if args.checkpoint:

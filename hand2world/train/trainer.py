@@ -231,9 +231,61 @@ def plot_losses(metrics_file: Path, out_png: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _resume(run_dir: Path, raw: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, task: Task) -> int:
+    """Load the run's latest checkpoint into the model, optimiser, EMA and task; the step to continue from."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return 0
+    state = load_checkpoint(ckpt)
+    load_module_state(raw, opt, state["model"], state["optimizer"])
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    if state["task_state"] is not None:
+        task.load_state_dict(*state["task_state"])
+    elif task.state_dict() is not None:
+        raise ValueError(f"{ckpt} has no task_state.safetensors for this job")
+    start = int(state["train_state"]["step"])
+    log.info("resumed from %s (step %d)", ckpt, start)
+    return start
+
+
+def _truncate_metrics(metrics: Path, start: int) -> None:
+    """Drop rows of steps after the checkpoint a run resumes from (a killed run's tail)."""
+    if metrics.exists():
+        rows = [line for line in metrics.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= start]
+        metrics.write_text("".join(line + "\n" for line in kept))
+
+
+def _optimizer_step(task: Task, model: nn.Module, raw: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
+                    info: DistInfo, autocast: Any, step: int, lr: float) -> float:
+    """One optimiser step of ``grad_accum`` micro-batches (DDP syncs on the last); the loss averaged over ranks."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    total = 0.0
+    for micro in range(optim.grad_accum):
+        sync = isinstance(model, nn.parallel.DistributedDataParallel) and micro < optim.grad_accum - 1
+        with model.no_sync() if sync else contextlib.nullcontext(), autocast:
+            loss = task.loss(model, step, micro, info.rank, info.world) / optim.grad_accum
+        loss.backward()
+        total += float(loss.detach())
+    if optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), optim.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if info.world > 1:
+        t = torch.tensor([total], device=info.device)
+        dist.all_reduce(t)
+        total = float(t) / info.world
+    return total
+
+
 def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config: dict[str, Any],
                  info: DistInfo | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Train ``task`` to ``optim.steps`` (resuming from the run's latest checkpoint).
+
+    Set up (wrap, optimiser, EMA, task hooks), resume, loop over optimiser steps (metrics, checkpoints),
+    then write the release when the run is complete.
 
     Args:
         task: the job.
@@ -257,32 +309,16 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
                             weight_decay=optim.weight_decay)
     ema = EMA(raw, optim.ema_decay) if optim.ema_decay > 0 else None
     task.setup(info, lambda m: _wrap(m, info, parallel))
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt)
-        load_module_state(raw, opt, state["model"], state["optimizer"])
-        if ema is not None and state["ema"] is not None:
-            ema.load_state_dict(state["ema"])
-        if state["task_state"] is not None:
-            task.load_state_dict(*state["task_state"])
-        elif task.state_dict() is not None:
-            raise ValueError(f"{ckpt} has no task_state.safetensors for this job")
-        start = int(state["train_state"]["step"])
-        log.info("resumed from %s (step %d)", ckpt, start)
+    start = _resume(run_dir, raw, opt, ema, task)
     use_bf16 = optim.precision == "bf16" or (optim.precision == "auto" and info.device.type == "cuda")
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16)
     end = min(optim.steps, max_steps) if max_steps is not None else optim.steps
     metrics = run_dir / "metrics.jsonl"
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if metrics.exists():  # drop rows of steps after the checkpoint we resume from (a killed run's tail)
-            rows = [line for line in metrics.read_text().splitlines() if line.strip()]
-            kept = [line for line in rows if json.loads(line)["step"] <= start]
-            metrics.write_text("".join(line + "\n" for line in kept))
+        _truncate_metrics(metrics, start)
     losses: list[tuple[int, float]] = []
     t0, bar = time.perf_counter(), tqdm(total=end, initial=start, disable=not info.is_main, desc="train")
-
     configs = task.configs()
 
     def checkpoint(step: int) -> None:
@@ -298,25 +334,9 @@ def run_training(task: Task, optim: OptimConfig, run_dir: str | Path, run_config
     raw.train()
     for step in range(start, end):
         lr = optim.lr * min(1.0, (step + 1) / max(optim.warmup, 1))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for micro in range(optim.grad_accum):
-            sync = isinstance(model, nn.parallel.DistributedDataParallel) and micro < optim.grad_accum - 1
-            with model.no_sync() if sync else contextlib.nullcontext(), autocast:
-                loss = task.loss(model, step, micro, info.rank, info.world) / optim.grad_accum
-            loss.backward()
-            total += float(loss.detach())
-        if optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), optim.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        total = _optimizer_step(task, model, raw, opt, optim, info, autocast, step, lr)
         if ema is not None:
             ema.update(raw, step)
-        if info.world > 1:
-            t = torch.tensor([total], device=info.device)
-            dist.all_reduce(t)
-            total = float(t) / info.world
         losses.append((step + 1, total))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
