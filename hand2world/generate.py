@@ -1,4 +1,4 @@
-"""`hand2world generate`: scene photo + gestures (+ camera) -> video, sampled from the teacher.
+"""`hand2world generate`: scene photo + gestures (+ camera) -> video, from the student or a teacher.
 
 Design choices:
 - ``TeacherSampler`` loads a self-contained teacher checkpoint (DiT + its autoencoder) and
@@ -222,7 +222,7 @@ def _write_panels(out: str | Path, frames: np.ndarray, g: dict[str, Any], fps: f
 def run_generate_student(student: str, gestures: str, out: str, scene: str | None = None, camera: str | None = None,
                          steps: int | None = None, seed: int = 0, max_frames: int | None = None, clip_index: int = 0,
                          device: str = "cpu") -> dict[str, Any]:
-    """``generate --student``: the causal student streams the gestures through ``StreamingGenerator``.
+    """``generate`` with a student (the default): the causal student streams the gestures through ``StreamingGenerator``.
 
     Frame 0 is the scene (pose ``c2w[0]``); frames 1.. are generated block by block from the controls
     and poses 1.. (a trailing partial block is dropped). Same MP4 layout as the teacher path.
@@ -231,7 +231,7 @@ def run_generate_student(student: str, gestures: str, out: str, scene: str | Non
 
     gen = StreamingGenerator.from_pretrained(student, device, steps=steps, seed=seed)
     if gen.height != gen.width:
-        raise ValueError(f"generate --student needs a square student resolution, got {gen.height}x{gen.width}")
+        raise ValueError(f"generate with a student needs a square student resolution, got {gen.height}x{gen.width}")
     g = load_gestures(gestures, gen.height, clip_index, camera, max_frames)
     scene_rgb = _scene_image(scene, g, gen.height)
     n = len(g["control"])

@@ -1,1 +1,1 @@
-"""hand2world.server: live app (FastAPI + WebRTC); built in a later issue."""
+"""hand2world.server: the live app (FastAPI, aiortc WebRTC, WebSocket, sessions, kiosk); docs/server.md."""

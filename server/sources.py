@@ -1,14 +1,15 @@
 """Frame sources: what turns conditioning (control render + camera) into the frames a session streams.
 
-``FrameSource`` has exactly the shape of the video model's ``StreamingGenerator`` (DESIGN.md):
+``FrameSource`` has exactly the shape of the video model's ``StreamingGenerator`` (docs/architecture.md):
 ``start(scene_rgb, K=None)``, ``step(control [T,H,W,3] uint8, c2w [T,4,4]) -> frames [T,H,W,3]``,
 ``reset()``. The server only ever talks to that protocol; ``load_source("generator", weights=...)``
 returns a ``hand2world.stream.StreamingGenerator`` (weights loaded once per server, one generator
 and KV cache per session), ``load_source("auto")`` the generator when its weights exist, else the
 preview.
 
-``PreviewSource`` is the one real source shipped now, and it is honest about what it is: the
-*conditioning preview*, not generated video. It composites the session's real control render
+``PreviewSource`` is the fallback when no generator weights exist, and it is honest about what it
+is: the *conditioning preview*, not generated video. Like the generator it owns its stream's
+reference camera (the first ``c2w`` after ``start``/``reset``). It composites the session's real control render
 over the chosen scene photo, re-projects the photo by the head rotation (a pure-rotation
 homography ``K R K^-1`` relative to the first pose, so dragging the view pans the photo the way
 the Plücker rays say the camera turned), insets the Plücker-ray visualisation, and stamps

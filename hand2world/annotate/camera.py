@@ -1,74 +1,31 @@
 """Camera trajectory from the video itself: feature tracks with the hands masked out, chained keyframe
 poses, then a bundle adjustment over the whole video (``bundle``).
 
-Design choices:
-- Features: Shi-Tomasi corners tracked frame to frame by pyramidal Lucas-Kanade (OpenCV), kept while
-  the backward track returns within ``fb_px``; new corners are detected wherever no live track is near
-  whenever fewer than ``replenish`` of ``max_corners`` live, so tracks last as long as the point stays
-  in view (long tracks are the bundle adjustment's baseline). Only corners: a new point needs the smaller
-  eigenvalue of its structure tensor over the tracking window at least ``corner_ratio`` of the larger one.
-  A point on a straight edge (a table's stripes, a box's side) is ill-posed for Lucas-Kanade and slides
-  along the edge; on synthetic ground truth (hand masks from the true joints) such points were half the
-  tracks of striped tables, and leaving them out took the windows within 2 deg from 105 to 120 of 132.
-  One threshold over the frame (``quality`` of the strongest corner) leaves a dim wall beside a bright box
-  bare, and the far background fixes rotation best: grid cells holding fewer than ``cell_min`` tracks get
-  corners against their own strongest one (``_sparse_cells``; 197 -> 200 of 214 windows within 2 deg,
-  median 0.38 -> 0.31 deg; docs/annotation.md, "Corners in dim regions"). Never on a hand: each hand's
-  landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a forearm band from the wrist to the
-  image border, is masked (a track entering the mask is dropped).
+Rules (the measurements behind each are in docs/annotation.md, "Design notes of the solver"):
+- Features: Shi-Tomasi corners only (smaller structure-tensor eigenvalue at least ``corner_ratio`` of
+  the larger: points on straight edges slide and are not started), tracked by pyramidal Lucas-Kanade
+  while the backward track returns within ``fb_px``; replenished wherever no live track is near, with a
+  per-cell floor (``cell_min``) so dim regions beside bright ones keep tracks.
+- Never on a hand: each hand's landmark hull, dilated by ``mask_dilate`` of the hand's size, plus a
+  forearm band from the wrist to the image border, is masked; a track entering the mask is dropped.
 - Keyframe poses (the adjustment's seeds and its fallback): each frame against the current keyframe
-  (a new one every ``keyframe_every`` frames, on large flow or on track loss). Static test first
-  (``static_fraction`` of the points moved < ``static_px``: the camera did not move); otherwise pure
-  rotation (Kabsch on bearings of homography inliers) when it explains the points within
-  ``parallax_px``, else the essential matrix + ``recoverPose``. Chained keyframe to keyframe.
-- Why a bundle adjustment: over the few millimetres of head translation between keyframes a small
-  rotation and a sideways translation look alike (the rotation/translation ambiguity of the essential
-  matrix under a narrow field of view); chained pairwise poses were off by up to 3-4 deg per 16 frames
-  on synthetic ground truth. Fitting all poses and points to all observations (``bundle``) uses the
-  whole track length as baseline.
-- Outliers before the adjustment: every keyframe pair's RANSAC essential matrix (the largest rigid
-  consensus: the scene) votes on its tracks; tracks outside it more than ``outlier_tracks`` of the
-  time (an undetected hand, a hand's shadow, a moved object) are left out: their coherent motion pulls
-  the adjustment into a wrong minimum. The ``max_points`` longest remaining tracks enter it, at most
-  ``solve_cap`` per cell of a ``solve_grid`` split of the frame: a densely textured object that the hands
-  push (a checkered cylinder, a box) can hold most tracks in one region while it moves, and a two-frame
-  epipolar vote cannot tell it from the scene (half of the moving tracks on synthetic ground truth were
-  never voted out); capped, the scene spread over the frame outweighs it (214 windows: within 1 deg 174 ->
-  179, within 0.5 deg 131 -> 140, within 2 deg 200 either way; docs/annotation.md, "Spreading the solve").
-- Multi-start: the adjustment (grown block by block, ``bundle.incremental_bundle``) starts from the
-  rotation-only chain and from the chained poses, each grown forward and backward in time (which end's
-  first block is better conditioned depends on the video). Among the solutions within ``select_margin``
-  of the lowest common robust cost, the consensus is kept (``_select``): on striped or textureless
-  tables a wrong valley can cost a few percent less than the right one. Guard: if the kept solution
-  departs from the chained poses by more than ``fallback_deg`` over any 16 frames (far more than the
-  chain's own error, up to ~5 deg on synthetic ground truth) and the chained poses explain the tracks
-  about as well (common robust cost within ``fallback_cost_margin``), the chained poses are kept
-  (``summary()["bundle"]["used"]``). A chain that went astray (29-34 deg windows on fresh seeds) costs
-  1.5-4x the adjustment, which is then kept: it was better in every such case measured.
-- Motion prior: the adjustment also weighs how the head moves (``head_speed``, ``head_turn_deg``;
-  ``bundle.BundleConfig.step_sigma``, ``turn_sigma_deg``): a Gaussian on the camera-centre step between
-  frames, in scene depths (the solve's only length), and on the change of the frame-to-frame rotation.
-  On synthetic ground truth the wrong valleys of the rotation/translation ambiguity had the camera travel
-  13-44 cm per 16 frames where the head moved 2-4 cm, and frames whose tracks were mostly lost turned
-  70-80 deg and back; with the prior, 105 of 132 windows were within 2 deg instead of 101 and the worst
-  window 7.8 deg instead of 28 (docs/annotation.md, "A motion prior in the adjustment"). The speed is a
-  population prior tuned on the synthetic world's gentle head motion: loosen it (``annotate
-  --head-speed``; 0 switches it off) for footage that walks or turns fast.
-- After cleaning, the pipeline re-masks the hands from the cleaned tracks (gaps filled, a lost hand
-  held a few frames, its mask growing) and the keyframe poses and track votes are redone without the
-  observations that fall there (``VisualOdometry.remask``). Three rules, measured together on synthetic
-  ground truth (12 seeds, 214 windows; docs/annotation.md, "Whole tracks off the hands"): a track seen
-  inside a hand's own outline in any frame goes entirely (``track_mask_dilate``: a point on the hand stays
-  on it where MediaPipe missed the hand; 187 -> 192 windows within 2 deg); a held, grown mask never
-  leaves a frame with less than ``remask_keep`` of its tracks (its dilation is halved down to the outline:
-  frames emptied for 6-7 frames had no pose constraint at all); and the dilation is that of the online
-  mask (``remask_dilate`` 0.25, was 0.5). Together 197 windows.
-- Metric scale (best effort): a monocular trajectory has no scale. The reconstruction's median scene
-  depth is set to ``scene_depth`` metres; the pipeline passes the median depth of the fitted hands
-  (metric through the hand-size prior), i.e. it assumes the hands work at about the depth of the scene
-  the camera sees, as on a tabletop. Where no hand is seen, 0.5 m.
-- Not handled: a hand-held object that dominates the view moves the estimate with it. pycolmap is
-  not a dependency (its LO-RANSAC relative pose was not more accurate on the same correspondences).
+  (a new one every ``keyframe_every`` frames, on large flow or on track loss): static test, else pure
+  rotation (Kabsch on bearings) when it explains the points within ``parallax_px``, else the essential
+  matrix + ``recoverPose``; chained keyframe to keyframe.
+- A bundle adjustment over all poses and points resolves the rotation/translation ambiguity of short
+  baselines. Before it, tracks outside the keyframe pairs' RANSAC consensus more than ``outlier_tracks``
+  of the time are left out, and at most ``solve_cap`` tracks per cell of a ``solve_grid`` split enter it.
+- Multi-start (rotation-only and chained poses, each grown forward and backward); among solutions within
+  ``select_margin`` of the lowest cost the consensus is kept; the chained poses win back when the kept
+  solution departs from them by more than ``fallback_deg`` and they explain the tracks about as well.
+- Motion prior: a Gaussian on the head's speed (``head_speed``, scene depths per second) and angular
+  acceleration (``head_turn_deg``), tuned on gentle head motion: loosen it for footage that walks or turns.
+- After cleaning, ``VisualOdometry.remask`` re-masks the hands from the cleaned tracks: a track seen inside
+  a hand's outline goes entirely, a held mask never leaves a frame with less than ``remask_keep`` of its
+  tracks, and the dilation is ``remask_dilate``.
+- Metric scale (best effort): the median scene depth is set to ``scene_depth`` metres (the pipeline passes
+  the fitted hands' median depth; 0.5 m without hands).
+- Not handled: a hand-held object that dominates the view moves the estimate with it.
 """
 
 from __future__ import annotations

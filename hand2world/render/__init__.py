@@ -2,8 +2,9 @@
 
 Design choices: a NumPy z-buffer rasteriser (``raster``) instead of ``cv2.fillPoly`` (whose
 even-odd rule leaves overlapping triangles unfilled) or an OpenGL context (a system
-dependency); side colours in one place (``colors``); no import of ``hand2world.hands``
-(meshes are duck-typed, ``control.MeshLike``). See each module's header for details.
+dependency); side colours in one place (``colors``); the renderer imports nothing of
+``hand2world.hands`` (meshes are duck-typed, ``control.MeshLike``; only the benchmark, ``bench``,
+poses the open hand model). See each module's header for details.
 """
 
 from hand2world.render.colors import SHADE_MIN, SIDE_COLORS, SideColors, side_colors

@@ -1,6 +1,6 @@
 """``StreamingGenerator``: uint8 frames in, uint8 frames out, through the one rollout and a rolling KV cache.
 
-The contract of DESIGN.md: ``from_pretrained(path_or_name="default")``, ``start(scene_rgb, K=None)``,
+The contract of docs/architecture.md: ``from_pretrained(path_or_name="default")``, ``start(scene_rgb, K=None)``,
 ``step(control [T, H, W, 3] uint8, c2w [T, 4, 4]) -> frames [T, H, W, 3] uint8``, ``reset()``; with
 ``name``, ``mode == "generator"``, ``height``, ``width`` it is also the server's ``FrameSource``.
 
@@ -247,7 +247,7 @@ class StreamingGenerator:
 
         Args:
             scene_rgb: uint8 ``[H, W, 3]``, any size: resized to cover the model resolution and centre-cropped.
-            K: 3x3 intrinsics in pixels of the model resolution (DESIGN.md convention; what the server's
+            K: 3x3 intrinsics in pixels of the model resolution (docs/architecture.md convention; what the server's
                 control renders use). Default: ``scene_K`` adjusted by the crop/resize, else 60° horizontal FOV.
             scene_K: intrinsics in pixels of ``scene_rgb`` as given (adjusted here).
             scene_c2w: camera-to-world 4x4 of the scene photo, when known (offline generation); default:

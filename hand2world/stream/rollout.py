@@ -1,7 +1,7 @@
 """The one autoregressive rollout of the block-causal DiT with its KV cache.
 
 Used unchanged by self-forcing distillation (training, with gradients through one denoising
-step per block), offline generation with a student (``hand2world generate --student``),
+step per block), offline generation with a student (``hand2world generate``),
 evaluation, and the live server (through ``StreamingGenerator``).
 
 Design choices:
