@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_autoencoder_oracle_round_trips_shipped_autoencoder(tmp_path):
     oracle = AutoencoderOracle(load_autoencoder(str(REPO_ROOT / "weights" / "default")).eval())
     frames = oracle.frames(clip)
     assert frames.shape == clip["video"].shape and frames.dtype == np.uint8
-    assert np.array_equal(frames[0], clip["video"][0]) and not np.array_equal(frames[1:], clip["video"][1:])
+    assert np.array_equal(frames[0], clip["scene"]) and not np.array_equal(frames[1:], clip["video"][1:])
     got = clip_metrics(frames, clip, 2)
     repeat = clip_metrics(RepeatScene().generate(clip["video"][0], clip["control"], clip["c2w"], clip["K"]), clip, 2)
     assert got["psnr"] > 18.0 and got["psnr"] > repeat["psnr"]
@@ -250,9 +251,9 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     assert main(["eval", "--checkpoint", run, "--teacher", run, "--model", f"ablation=student:{run}",
                  "--data", str(data), "--split", "test", "--out", str(out), "--clips", "2", "--long", "4,8",
                  "--long-data", str(data), "--long-clips", "1", "--teacher-steps", "2", "--no-progress",
-                 "--metric-weights", str(tmp_path / "no_weights")]) == 0
+                 "--metric-weights", str(tmp_path / "no_weights"), "--real-frames", "6"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    warped = "warped scene (0.5 m plane)"
+    warped = "warped photo (0.5 m plane)"
     oracle, ae_oracle = "oracle: flat true-colour hands", "oracle: autoencoder round trip"
     assert set(printed["models"]) == {"ground truth", "repeat scene", warped, oracle, ae_oracle, "student", "teacher",
                                       "ablation"}
@@ -268,6 +269,18 @@ def test_eval_command_end_to_end(tmp_path, capsys):
         assert len(result["models"][name]["per_clip"][0]["psnr_frames"]) == 8
         assert result["models"][name]["fvd"] == "unavailable"
     assert result["models"]["ground truth"]["metrics"]["camera_err_deg"] is not None
+    for name in ("student", "teacher", warped):  # background kept from the warped photo, hands judged by MediaPipe
+        assert -1 <= result["models"][name]["metrics"]["bg_ssim"] <= 1
+    assert result["models"][warped]["metrics"]["bg_ssim"] > 0.99  # the warped photo is its own background
+    assert "hand_frames" in result["models"]["student"]["per_clip"][0]
+    assert "hand_frames" in result["models"]["ground truth"]["per_clip"][0]
+    real = result["real_photo"]  # the built-in photos driven by the cup video, for every generated model
+    assert set(real) == {"student", "teacher", "ablation"}
+    from hand2world.server.scenes import BUILTIN_SCENES
+
+    assert set(real["student"]["scenes"]) == set(BUILTIN_SCENES)
+    assert all(-1 <= v["background_ssim"] <= 1 for v in real["student"]["scenes"].values())
+    assert (out / Path(real["student"]["strip"]).name).stat().st_size > 0
     # the oracle paints the true hands (flat colour) into the warped scene: better hands, same background
     om, wm = result["models"][oracle]["metrics"], result["models"][warped]["metrics"]
     assert result["models"][oracle]["kind"] == "oracle" and om["hand_psnr"] > wm["hand_psnr"] + 1.0
@@ -285,3 +298,41 @@ def test_eval_command_end_to_end(tmp_path, capsys):
 
     grid = read_video(out / "grid.mp4")
     assert grid.shape == (18, 32, 32 * 5, 3)  # 2 clips x 9 frames; ground truth | control | teacher | 2 students
+
+
+def test_guide_only_reference_decodes_the_warped_photo_and_control(tmp_path):
+    """The deterministic row reads only what a model is given: with its blending weight at 0 it is exactly the
+    warped photo (a translated camera included); a conv autoencoder is refused."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from hand2world.eval.adapters import GuideOnlyReference, WarpedScene
+    from hand2world.models import AUTOENCODER_PRESETS, build_autoencoder, save_config
+
+    cfg = dataclasses.replace(AUTOENCODER_PRESETS["composite-guide-only"], channels=(8, 8), guide_channels=(4, 4, 8))
+    ae = build_autoencoder(cfg)
+    with torch.no_grad():
+        ae.head.bias[3] = -40.0
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    save_config(cfg, folder / "config.json")
+    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "model.safetensors"))
+    ref = GuideOnlyReference(str(folder))
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    control = np.zeros((3, 32, 32, 3), np.uint8)
+    c2w = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))
+    c2w[2, 0, 3] = 0.05
+    K = np.array([[30, 0, 16], [0, 30, 16], [0, 0, 1]], np.float32)
+    out = ref.generate(scene, control, c2w, K)
+    want = WarpedScene().generate(scene, control, c2w, K)
+    assert out.shape == (3, 32, 32, 3) and np.abs(out.astype(int) - want).max() <= 1
+    with pytest.raises(ValueError, match="composite"):
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        conv = AUTOENCODER_PRESETS["tiny"]
+        save_config(conv, bad / "config.json")
+        save_file({k: v.contiguous() for k, v in build_autoencoder(conv).state_dict().items()},
+                  str(bad / "model.safetensors"))
+        GuideOnlyReference(str(bad))

@@ -7,8 +7,10 @@ Rules:
   evaluated), ``TeacherModel`` (``TeacherSampler``, chained windows) and ``StudentModel``
   (``StreamingGenerator``: ``start`` with the scene, then ``step`` over the remaining frames in
   chunks of its block).
+- ``GuideOnlyReference`` (kind ``reference``, the deterministic row) is a model too: it reads only
+  what a model is given (the warped photo and the control render).
 - References that read the ground truth have kind ``oracle`` and ``frames(clip)`` instead:
-  ``FlatHandOracle`` (true visible hands in flat true colour on the warped scene) and
+  ``FlatHandOracle`` (true visible hands in flat true colour on the warped photo) and
   ``AutoencoderOracle`` (the true frames through an evaluated model's autoencoder).
 """
 
@@ -19,8 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["AutoencoderOracle", "FlatHandOracle", "ModelSpec", "RepeatScene", "StudentModel", "TeacherModel",
-           "VideoModel", "WarpedScene", "detect_kind", "load_model", "parse_model_arg"]
+from hand2world.eval.scores import WARP_DEPTH, warp_photo
+
+__all__ = ["AutoencoderOracle", "FlatHandOracle", "GuideOnlyReference", "ModelSpec", "RepeatScene", "StudentModel",
+           "TeacherModel", "VideoModel", "WarpedScene", "detect_kind", "load_model", "parse_model_arg"]
 
 
 class VideoModel(Protocol):
@@ -54,52 +58,67 @@ class RepeatScene:
 
 
 class WarpedScene:
-    """Baseline: the scene frame warped into each frame's camera through a fronto-parallel plane at ``depth``
-    (``warp_scene_latent`` on pixels) — the geometric prior the ``tiny`` preset conditions on, alone (no hands,
-    no parallax beyond the plane)."""
+    """Baseline: the scene photo warped into each frame's camera through a fronto-parallel plane at ``depth``
+    (``scores.warp_photo``) — the geometric prior every model is given, alone (no hands, no parallax beyond the
+    plane). It is the reference the floors compare against."""
 
     kind, size = "baseline", None
 
-    def __init__(self, depth: float = 0.5) -> None:
+    def __init__(self, depth: float = WARP_DEPTH) -> None:
         self.depth = depth
-        self.name = f"warped scene ({depth:g} m plane)"
+        self.name = f"warped photo ({depth:g} m plane)"
 
     def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
                  seed: int = 0) -> np.ndarray:
-        import torch
-
-        from hand2world.geometry import relative_c2w
-        from hand2world.models import warp_scene_latent
-
-        img = torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1)[None].float()
-        rel = relative_c2w(torch.from_numpy(np.asarray(c2w, np.float32)))[None]
-        out = warp_scene_latent(img, torch.from_numpy(np.asarray(K, np.float32)), rel, self.depth, 1)
-        return out[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        return warp_photo(scene, c2w, K, self.depth)
 
 
 class FlatHandOracle:
-    """Reference that reads the ground truth: the warped scene (``WarpedScene``) with each frame's visible hand
-    pixels (true ``visible_mask``) painted that frame's true mean hand colour. It is what a model scores that
-    puts every hand exactly where it is seen, in exactly the right average colour, but draws no shading: the
-    headroom of the hand-region floor for models that only get silhouette and colour right."""
+    """Reference that reads the ground truth: the warped photo with each frame's visible hand pixels (true
+    ``visible_mask``) painted that frame's true mean hand colour. It is what a model scores that puts every hand
+    exactly where it is seen, in exactly the right average colour, but draws no shading: the headroom of the
+    hand-region floor for models that only get silhouette and colour right."""
 
     name, kind, size = "oracle: flat true-colour hands", "oracle", None
 
     def frames(self, clip: dict[str, Any]) -> np.ndarray:
-        """``[T, S, S, 3]`` uint8 for a prepared clip (``video``, ``visible_mask``, ``c2w``, ``K``)."""
+        """``[T, S, S, 3]`` uint8 for a prepared clip (``video``, ``visible_mask``, ``warped``, ``scene``)."""
         video, vis = clip["video"], clip["visible_mask"]
-        out = WarpedScene().generate(video[0], video, clip["c2w"], clip["K"]).copy()
+        out = clip["warped"].copy()
         for t in range(len(video)):
             if vis[t].any():
                 out[t][vis[t]] = video[t][vis[t]].reshape(-1, 3).mean(0).round().astype(np.uint8)
-        out[0] = video[0]
+        out[0] = clip["scene"]
         return out
+
+
+def _unit(frames: np.ndarray, like: Any) -> Any:
+    """uint8 ``[T, H, W, 3]`` -> ``[1, 3, T, H, W]`` in [-1, 1] on ``like``'s device and dtype."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    return x.to(device=like.device, dtype=like.dtype)
+
+
+def _uint8(video: Any) -> np.ndarray:
+    """``[3, T, H, W]`` in [-1, 1] -> uint8 ``[T, H, W, 3]``."""
+    import torch
+
+    return video.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _guide(clip: dict[str, Any], like: Any) -> Any:
+    """The composite decoder's guide of a prepared clip: ``[1, 6, T, H, W]`` (warped photo, control)."""
+    import torch
+
+    return torch.cat([_unit(clip["warped"], like), _unit(clip["control"], like)], 1)
 
 
 class AutoencoderOracle:
     """Reference that reads the ground truth: every true frame through the evaluated model's autoencoder
-    (encode, decode). No latent model can score above it, so it separates what the autoencoder loses
-    from what the diffusion model gets wrong (e.g. whether hands are lost in the latents or never drawn)."""
+    (encode, decode; a composite one decodes over the clip's warped photo and control render). No latent
+    model can score above it, so it separates what the autoencoder loses from what the diffusion model
+    gets wrong (e.g. whether hands are lost in the latents or never drawn)."""
 
     name, kind, size = "oracle: autoencoder round trip", "oracle", None
 
@@ -107,17 +126,47 @@ class AutoencoderOracle:
         self.ae = autoencoder
 
     def frames(self, clip: dict[str, Any]) -> np.ndarray:
-        """``[T, S, S, 3]`` uint8: the prepared clip's ``video`` encoded and decoded (frame 0 kept as is)."""
+        """``[T, S, S, 3]`` uint8: the prepared clip's ``video`` encoded and decoded (frame 0: the scene)."""
         import torch
 
-        video = clip["video"]
         w = next(self.ae.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        x = x.to(device=w.device, dtype=w.dtype)
+        x = _unit(clip["video"], w)
         with torch.no_grad():
-            y = self.ae.decode(self.ae.encode(x))[0]  # [3, T, H, W]
-        out = y.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
-        out[0] = video[0]
+            out = _uint8(self.ae.decode(self.ae.encode(x), _guide(clip, w) if self.ae.needs_guide else None)[0])
+        out[0] = clip["scene"]
+        return out
+
+
+class GuideOnlyReference:
+    """The deterministic reference: a composite decoder trained on the warped photo and the control render alone
+    (``AUTOENCODER_PRESETS["composite-guide-only"]``: no latent, no history), decoding with the latent zeroed.
+    What it scores, the geometry and the control render give without any generative model; the distance of a
+    model above it is what the generative model adds."""
+
+    kind, size = "reference", None
+
+    def __init__(self, path: str, name: str = "deterministic: warped photo + control, no latent") -> None:
+        from hand2world.checkpoints import load_autoencoder
+
+        self.name, self.path = name, path
+        self.ae = load_autoencoder(path)
+        if not self.ae.needs_guide:
+            raise ValueError(f"{path} is not a composite autoencoder (kind {self.ae.config.kind!r})")
+
+    def generate(self, scene: np.ndarray, control: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+                 seed: int = 0) -> np.ndarray:
+        """``[T, S, S, 3]`` uint8 from the photo warped into each camera and the control renders (frame 0: scene)."""
+        import torch
+
+        w = next(self.ae.parameters())
+        clip = {"warped": warp_photo(scene, c2w, K, self.ae.config.guide_warp_depth), "control": control}
+        guide = _guide(clip, w)[0].transpose(0, 1)  # [T, 6, H, W]
+        f = self.ae.spatial_factor
+        z = torch.zeros(guide.shape[0], self.ae.latent_channels, guide.shape[2] // f, guide.shape[3] // f,
+                        device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            out = _uint8(self.ae.decode_frames(z, guide, normalized=False).transpose(0, 1))
+        out[0] = scene
         return out
 
 

@@ -1,7 +1,9 @@
-"""`hand2world eval`: students, teachers and a repeat-the-scene baseline on held-out synthetic clips.
+"""`hand2world eval`: students, teachers, the warped photo and a deterministic reference on held-out synthetic
+clips, and a real-photo section.
 
-Every model sees the same thing: a test clip's first true frame (the scene), its control renders,
-``c2w`` and ``K``; it returns ``T`` frames, frame 0 being the scene. Metrics are computed on the
+Every model sees the same thing: a test clip's scene photo (its first camera's view without hands;
+frame 0 for clips without one), its control renders, ``c2w`` and ``K``; it returns ``T`` frames,
+frame 0 being the scene. Metrics are computed on the
 generated frames ``1 .. T-1`` against the true ones (``hand2world.eval.metrics``; definitions in
 docs/eval.md).
 
@@ -10,9 +12,13 @@ outputs ``report``; this module is the driver (``run_eval``: score the models, r
 rollouts, write the outputs).
 
 Design choices:
-- Every evaluation runs the baselines (``RepeatScene``, ``WarpedScene``) and the references
-  (``FlatHandOracle``; ``AutoencoderOracle`` through the first evaluated model's autoencoder: the
-  headroom of the hand floor and of any latent model) beside the given models. Many students and
+- Every evaluation runs the baselines (``RepeatScene``, ``WarpedScene``: the warped photo, the
+  reference of the floors) and the references (``FlatHandOracle``; ``AutoencoderOracle`` through the
+  first evaluated model's autoencoder: the headroom of the hand floor and of any latent model)
+  beside the given models; ``--reference`` adds the deterministic row (``GuideOnlyReference``).
+- Hand detection (``hands_found``): MediaPipe on the frames with a visible true hand, for the true
+  frames (the ``ground truth`` row) and each generated model (not the baselines and oracles).
+- The real-photo section (``real_photo``) drives the built-in scene photos with a real gesture video. Many students and
   teachers can be compared in one table (``--model name=path``; ablations).
 - Long rollouts (students and the baseline) run once to the longest length asked; a causal
   student's first ``L`` frames are its ``L``-frame rollout, so every length is a prefix of it.
@@ -41,6 +47,7 @@ from hand2world.eval import metrics as M
 from hand2world.eval.adapters import (
     AutoencoderOracle,
     FlatHandOracle,
+    GuideOnlyReference,
     ModelSpec,
     RepeatScene,
     VideoModel,
@@ -56,6 +63,7 @@ from hand2world.eval.scores import (
     aggregate_long,
     camera_errors,
     clip_metrics,
+    detection_metrics,
     long_metrics,
     paired_differences,
     prepare_clip,
@@ -63,7 +71,11 @@ from hand2world.eval.scores import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "evaluated_models", "long_dataset", "long_rollouts", "run_eval", "score_models"]
+__all__ = ["EvalConfig", "evaluated_models", "long_dataset", "long_rollouts", "real_photos", "run_eval",
+           "score_models"]
+
+#: kinds whose generated frames MediaPipe judges (the baselines have no hands; the oracles read the truth)
+DETECTED_KINDS = ("student", "teacher", "reference")
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,10 @@ class EvalConfig:
     metric_weights: str | None = None
     grid_clips: int = 4
     progress: bool = True
+    reference: str | None = None
+    detect: bool = True
+    real_photo: bool = True
+    real_frames: int = 48
 
 
 def evaluated_models(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[VideoModel] | None = None
@@ -91,7 +107,8 @@ def evaluated_models(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequen
     given: list[VideoModel] = [*(models or []), *(load_model(s, cfg.teacher_steps) for s in specs)]
     autoencoders = [m.autoencoder for m in given if getattr(m, "autoencoder", None) is not None]
     oracles = [FlatHandOracle(), *([AutoencoderOracle(autoencoders[0])] if autoencoders else [])]
-    loaded: list[Any] = [RepeatScene(), WarpedScene(), *oracles, *given]
+    reference = [GuideOnlyReference(cfg.reference)] if cfg.reference else []
+    loaded: list[Any] = [RepeatScene(), WarpedScene(), *oracles, *reference, *given]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names) or GT_NAME in names:
         raise ValueError(f"model names must be unique and not {GT_NAME!r}: {names}")
@@ -127,18 +144,29 @@ def score_models(cfg: EvalConfig, loaded: Sequence[Any], specs: Sequence[ModelSp
     per_model: dict[str, list[dict]] = {GT_NAME: []}
     videos: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
+    tracker = None
+    if cfg.detect:
+        from hand2world.tracking import HandTracker
+
+        tracker = HandTracker(mode="image")
     for clip in tqdm(clips, desc="eval: noise floor", disable=not cfg.progress):
         hand = M.dilate_masks(clip["hand_mask"], dilate)
         per_model[GT_NAME].append(camera_errors(clip["video"], clip, hand))
+        if tracker is not None:
+            per_model[GT_NAME][-1].update(detection_metrics(clip["video"], clip, tracker))
     for model in loaded:
         per_model[model.name], videos[model.name] = [], []
         t0 = time.perf_counter()
         for i, clip in enumerate(tqdm(clips, desc=f"eval: {model.name}", disable=not cfg.progress)):
             frames = (model.frames(clip) if model.kind == "oracle" else
-                      model.generate(clip["video"][0], clip["control"], clip["c2w"], clip["K"], seed=i))
+                      model.generate(clip["scene"], clip["control"], clip["c2w"], clip["K"], seed=i))
             videos[model.name].append(frames)
             per_model[model.name].append(clip_metrics(frames, clip, dilate, lpips_model))
+            if tracker is not None and model.kind in DETECTED_KINDS:
+                per_model[model.name][-1].update(detection_metrics(frames, clip, tracker))
         seconds[model.name] = time.perf_counter() - t0
+    if tracker is not None:
+        tracker.close()
 
     result: dict[str, Any] = {
         "data": str(cfg.data), "split": cfg.split, "clips": n, "frames": int(len(clips[0]["video"])), "size": size,
@@ -195,7 +223,7 @@ def long_rollouts(cfg: EvalConfig, loaded: Sequence[Any], size: int
     is evaluated or no length is asked.
     """
     lengths = tuple(sorted(set(cfg.long)))
-    long_models = [m for m in loaded if m.kind in ("student", "baseline")]
+    long_models = [m for m in loaded if m.kind in ("student", "baseline", "reference")]
     if not lengths or not any(m.kind == "student" for m in long_models):
         return None
     long_ds = long_dataset(cfg, size)
@@ -206,13 +234,30 @@ def long_rollouts(cfg: EvalConfig, loaded: Sequence[Any], size: int
     for model in long_models:
         per = []
         for i, clip in enumerate(tqdm(long_clips, desc=f"long rollout: {model.name}", disable=not cfg.progress)):
-            c = {k: (v[:total] if k not in ("K",) else v) for k, v in clip.items()}
-            frames = model.generate(c["video"][0], c["control"], c["c2w"], c["K"], seed=1000 + i)
+            c = {k: (v[:total] if k not in ("K", "scene") else v) for k, v in clip.items()}
+            frames = model.generate(c["scene"], c["control"], c["c2w"], c["K"], seed=1000 + i)
             if i == 0:
                 long_videos[model.name] = frames
             per.append(long_metrics(frames, c["video"], lengths))
         long_res["models"][model.name] = aggregate_long(per, lengths)
     return long_res, long_clips, long_videos
+
+
+def real_photos(cfg: EvalConfig, loaded: Sequence[Any], out: Path) -> dict[str, Any] | None:
+    """The real-photo section (``eval.real_photo``): every built-in scene driven by the cup video's gestures, for the
+    generated models and the deterministic reference; None when off, when no such model is evaluated, or when
+    the cup video is not set up."""
+    models = [m for m in loaded if m.kind in DETECTED_KINDS]
+    if not cfg.real_photo or not models:
+        return None
+    from hand2world.eval.real_photo import builtin_scenes, cup_gestures, real_photo_section
+
+    try:
+        gestures = cup_gestures(cfg.real_frames)
+    except FileNotFoundError as exc:
+        log.warning("real-photo section skipped: %s", exc)
+        return None
+    return real_photo_section(models, builtin_scenes(), gestures, out)
 
 
 def _write_scored(out: Path, cfg: EvalConfig, loaded: Sequence[Any], result: dict[str, Any],
@@ -263,6 +308,10 @@ def run_eval(cfg: EvalConfig, specs: Sequence[ModelSpec], models: Sequence[Video
     elif cfg.long:
         result["long"] = None
         log.info("long rollouts skipped: no student given")
+    real = real_photos(cfg, loaded, out)
+    if real is not None:
+        result["real_photo"] = real
+        outputs.update({f"real_photo: {k}": Path(v["strip"]).name for k, v in real.items()})
     result["outputs"] = outputs
     result["paired"] = paired_differences(result)
     result["seconds"] = time.perf_counter() - t_start

@@ -72,18 +72,23 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
+
+
 def markdown_table(result: dict) -> str:
     """The results as markdown: the main table, then long rollouts."""
     lines = [f"Test clips: {result['clips']} from `{result['data']}` (split {result['split']}), "
              f"frames 1-{result['frames'] - 1} of each scored (frame 0 is the given scene).", "",
-             "| model | kind | PSNR (dB) | SSIM | hand PSNR (dB) | occluded PSNR (dB) | camera err (°) | "
-             "camera fail | flicker | LPIPS | FVD |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | kind | PSNR (dB) | SSIM | hand PSNR (dB) | occluded PSNR (dB) | background SSIM | "
+             "hands found | camera err (°) | camera fail | flicker | LPIPS | FVD |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["models"].items():
         a = m["metrics"]
         cam_fail = "-" if a.get("camera_fail_rate") is None else f"{100 * a['camera_fail_rate']:.0f} %"
         lines.append(f"| {name} | {m['kind']} | {_fmt(a.get('psnr'))} | {_fmt(a.get('ssim'), 3)} | "
-                     f"{_fmt(a.get('hand_psnr'))} | {_fmt(a.get('occluded_psnr'))} | {_fmt(a.get('camera_err_deg'))} | "
+                     f"{_fmt(a.get('hand_psnr'))} | {_fmt(a.get('occluded_psnr'))} | {_fmt(a.get('bg_ssim'), 3)} | "
+                     f"{_pct(a.get('hands_found'))} | {_fmt(a.get('camera_err_deg'))} | "
                      f"{cam_fail} | {_fmt(a.get('flicker'))} | {_fmt(a.get('lpips'), 3)} | {_fmt(m.get('fvd'), 1)} |")
     lines += ["", f"Camera: mean true rotation of the scored pairs {_fmt(result.get('true_rotation_deg'))}°; "
               f"the `{GT_NAME}` row is the estimator's noise floor (same estimator on the true frames).",
@@ -111,6 +116,17 @@ def markdown_table(result: dict) -> str:
                          + " | ".join(_fmt(m["psnr_by_length"][str(n)]) for n in lg["lengths"])
                          + f" | {_fmt(m['psnr_drop_db'])} | {_fmt(m['contrast_drift'])} | "
                          f"{_fmt(m['sharpness_drift'])} | {'yes' if m['collapsed'] else 'no'} |")
+    if result.get("real_photo"):
+        lines += ["", "Real photos (the built-in scenes, driven by the cup video's gestures, static camera): "
+                  "background SSIM against the photo outside the dilated control hands; hands found by MediaPipe "
+                  "in the frames whose control shows a hand.", "",
+                  "| model | background SSIM | hands found | per scene (SSIM / found) | strip |",
+                  "|---|---|---|---|---|"]
+        for name, m in result["real_photo"].items():
+            per = ", ".join(f"{k} {_fmt(v['background_ssim'], 3)} / {_pct(v['detection'])}"
+                            for k, v in m["scenes"].items())
+            lines.append(f"| {name} | {_fmt(m['background_ssim'], 3)} | {_pct(m['detection'])} | {per} | "
+                         f"{Path(m['strip']).name} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,14 +22,18 @@ from hand2world.eval import metrics as M
 from hand2world.geometry import rotation_angle_deg
 from hand2world.io import fit_square
 
-__all__ = ["CLIP_KEYS", "GT_NAME", "LOWER_IS_BETTER", "PAIRED_KEYS", "SCALARS", "aggregate", "aggregate_long",
-           "camera_errors", "clip_metrics", "long_metrics", "paired_differences", "prepare_clip"]
+__all__ = ["CLIP_KEYS", "GT_NAME", "LOWER_IS_BETTER", "PAIRED_KEYS", "SCALARS", "WARP_DEPTH", "aggregate",
+           "aggregate_long", "camera_errors", "clip_metrics", "detection_metrics", "long_metrics", "paired_differences",
+           "prepare_clip", "visible_hand_frames", "warp_photo"]
 
 
 GT_NAME = "ground truth"
 
 
-CLIP_KEYS = ("video", "control", "K", "c2w", "hand_mask", "visible_mask")
+CLIP_KEYS = ("video", "control", "K", "c2w", "hand_mask", "visible_mask", "scene")
+
+#: the plane of the warped-photo reference (the composite decoder's and the DiT's scene warp)
+WARP_DEPTH = 0.5
 
 
 def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
@@ -43,18 +47,37 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
                      [y0:y0 + size, x0:x0 + size] for m in masks]) > 0
 
 
+def warp_photo(scene: np.ndarray, c2w: np.ndarray, K: np.ndarray, depth: float = WARP_DEPTH) -> np.ndarray:
+    """uint8 ``[T, S, S, 3]``: the scene photo warped into each frame's camera through the plane ``z = depth``
+    of the first camera (``models.composite.warp_image``): the geometric prior alone."""
+    import torch
+
+    from hand2world.geometry import relative_c2w
+    from hand2world.models.composite import warp_image
+
+    img = torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1)[None].float()
+    rel = relative_c2w(torch.from_numpy(np.asarray(c2w, np.float32)))[None]
+    out = warp_image(img, torch.from_numpy(np.asarray(K, np.float32)), rel, depth)
+    return out[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def prepare_clip(clip: dict[str, Any], size: int | None) -> dict[str, Any]:
-    """Clip arrays at ``size`` x ``size`` (unchanged when None or equal)."""
-    out = {k: clip[k] for k in CLIP_KEYS}
+    """Clip arrays at ``size`` x ``size`` (unchanged when None or equal), with ``scene`` (the clip's scene photo,
+    frame 0 where it has none: ``data.scene_image``) and ``warped`` (that photo warped into every frame)."""
+    from hand2world.data import scene_image
+
+    out = {k: clip[k] for k in CLIP_KEYS if k in clip}
+    out["scene"] = scene_image(clip)
     out["c2w"] = np.asarray(out["c2w"], np.float32)
     out["K"] = np.asarray(out["K"], np.float32)
-    if size is None or clip["video"].shape[1:3] == (size, size):
-        return out
-    out["video"], K = fit_square(clip["video"], size, out["K"])
-    out["control"] = fit_square(clip["control"], size, out["K"])[0]
-    out["K"] = K
-    out["hand_mask"] = _resize_masks(clip["hand_mask"], size)
-    out["visible_mask"] = _resize_masks(clip["visible_mask"], size)
+    if size is not None and clip["video"].shape[1:3] != (size, size):
+        out["video"], K = fit_square(clip["video"], size, out["K"])
+        out["control"] = fit_square(clip["control"], size, out["K"])[0]
+        out["scene"] = fit_square(out["scene"][None], size, out["K"])[0][0]
+        out["K"] = K
+        out["hand_mask"] = _resize_masks(clip["hand_mask"], size)
+        out["visible_mask"] = _resize_masks(clip["visible_mask"], size)
+    out["warped"] = warp_photo(out["scene"], out["c2w"], out["K"])
     return out
 
 
@@ -86,12 +109,31 @@ def camera_errors(frames: np.ndarray, clip: dict[str, Any], mask: np.ndarray, ma
             "true_rotation_deg": float(np.mean(true)) if n else None}
 
 
+def visible_hand_frames(clip: dict[str, Any], min_pixels: int | None = None) -> np.ndarray:
+    """bool ``[T]``: frames whose true visible hand covers at least ``min_pixels`` (default: 0.5 % of the frame),
+    the frames where a hand detector should find one."""
+    vis = clip["visible_mask"]
+    n = min_pixels if min_pixels is not None else int(0.005 * vis.shape[1] * vis.shape[2])
+    return vis.reshape(len(vis), -1).sum(1) >= max(n, 1)
+
+
+def detection_metrics(frames: np.ndarray, clip: dict[str, Any], tracker: Any) -> dict:
+    """``hands_found``: the share of frames ``1 .. T-1`` with a visible true hand in which MediaPipe finds a hand
+    in ``frames`` (None when no frame shows one); ``hand_frames`` counts them."""
+    from hand2world.tracking import detection_rate, hands_found
+
+    where = visible_hand_frames(clip)[1:]
+    found = hands_found(frames[1:][where], tracker=tracker) if where.any() else np.zeros(0, bool)
+    return {"hands_found": detection_rate(found), "hand_frames": int(where.sum())}
+
+
 def clip_metrics(frames: np.ndarray, clip: dict[str, Any], dilate: int, lpips_model: Any = None) -> dict:
     """All per-clip metrics of generated ``frames [T, S, S, 3]`` (frame 0 = scene) against ``clip``.
 
     Returns a dict with scalars (``psnr``, ``ssim``, ``hand_psnr``, ``occluded_psnr``,
-    ``occluded_pixels``, ``flicker``, ``camera_err_deg``, ``camera_fail_rate``, ``lpips``) and the
-    per-frame PSNR curve ``psnr_frames`` (frames 1..T-1).
+    ``occluded_pixels``, ``bg_ssim`` (SSIM against the warped photo outside the dilated true hands:
+    how much of the photo's own detail is kept), ``flicker``, ``camera_err_deg``, ``camera_fail_rate``,
+    ``lpips``) and the per-frame PSNR curve ``psnr_frames`` (frames 1..T-1).
     """
     gt, gen = clip["video"], np.asarray(frames)
     if gen.shape != gt.shape:
@@ -105,6 +147,7 @@ def clip_metrics(frames: np.ndarray, clip: dict[str, Any], dilate: int, lpips_mo
         "hand_psnr": M.region_psnr(gen[1:], gt[1:], hand[1:]),
         "occluded_psnr": M.region_psnr(gen[1:], gt[1:], occluded[1:]),
         "occluded_pixels": int(occluded[1:].sum()),
+        "bg_ssim": float(np.nanmean([M.ssim(gen[t], clip["warped"][t], mask=~hand[t]) for t in range(1, len(gen))])),
         "flicker": M.flicker(gen, gt, hand),
         **camera_errors(gen, clip, hand),
         "psnr_frames": [_cap(x) for x in p],
@@ -117,8 +160,8 @@ def clip_metrics(frames: np.ndarray, clip: dict[str, Any], dilate: int, lpips_mo
     return out
 
 
-SCALARS = ("psnr", "ssim", "hand_psnr", "occluded_psnr", "camera_err_deg", "camera_fail_rate", "camera_err_ok_deg",
-           "flicker", "lpips")
+SCALARS = ("psnr", "ssim", "hand_psnr", "occluded_psnr", "bg_ssim", "hands_found", "camera_err_deg",
+           "camera_fail_rate", "camera_err_ok_deg", "flicker", "lpips")
 
 
 def aggregate(per_clip: list[dict]) -> dict:
@@ -178,7 +221,7 @@ def aggregate_long(per_clip: list[dict], lengths: Sequence[int]) -> dict:
     }
 
 
-PAIRED_KEYS = ("occluded_psnr", "hand_psnr", "psnr", "camera_err_deg")
+PAIRED_KEYS = ("occluded_psnr", "hand_psnr", "psnr", "bg_ssim", "camera_err_deg")
 
 
 LOWER_IS_BETTER = frozenset({"camera_err_deg", "flicker", "lpips"})

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hand2world.data import scene_image
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
 from hand2world.io import fit_square
 
@@ -145,7 +146,7 @@ class ClipSource:
             video, K = fit_square(item["video"], self.size, np.asarray(item["K"]))
             control, _ = fit_square(item["control"], self.size, np.asarray(item["K"]))
             photo = item.get("scene")
-            scene = video[0] if photo is None else fit_square(photo[None], self.size, np.asarray(item["K"]))[0][0]
+            scene = fit_square(scene_image(item)[None], self.size, np.asarray(item["K"]))[0][0]
             self._cache[i] = {"video": video, "control": control, "K": K, "scene": scene,
                               "scene_photo": photo is not None, "c2w": np.asarray(item["c2w"], np.float32)}
             if "visible_mask" in item:  # the mask-conditioning ablation's control (white visible hand pixels)
