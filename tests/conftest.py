@@ -7,8 +7,16 @@ import pytest
 from hand2world.paths import asset_path
 
 # The one micro video-model architecture of the tests (overrides of the ``tiny`` DiT preset: 2 layers,
-# 2 heads, dim 64); test modules import it (``from conftest import MICRO_DIT``) and add what they vary.
+# 2 heads, dim 64); test modules import it (``from conftest import MICRO_DIT, micro_dit``) and state what
+# they vary.
 MICRO_DIT = {"dim": 64, "num_heads": 2, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "camera_adapter_dim": 16}
+
+
+def micro_dit(**changes):
+    """``DiTConfig(**MICRO_DIT)`` with ``changes`` (any ``DiTConfig`` field)."""
+    from hand2world.models import DiTConfig
+
+    return DiTConfig(**{**MICRO_DIT, **changes})
 
 
 def require_asset(name: str):

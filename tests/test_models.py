@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import MICRO_DIT
+from conftest import micro_dit
 
 from hand2world.models import (
     DIT_PRESETS,
@@ -26,7 +26,7 @@ from hand2world.models.attention import block_causal_mask
 from hand2world.models.rope import RotaryEmbedding3D
 
 # 2 layers, 2 heads, 16x16 latents (patch 2 -> 64 tokens per frame), x4 autoencoder factor.
-CFG = DiTConfig(latent_channels=4, vae_factor=4, frames_per_block=1, cache_window=3, cache_sink=1, **MICRO_DIT)
+CFG = micro_dit(latent_channels=4, vae_factor=4, frames_per_block=1, cache_window=3, cache_sink=1)
 
 
 def _model(cfg: DiTConfig = CFG, seed: int = 0) -> DiT:

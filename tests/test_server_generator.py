@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import websockets
+from conftest import micro_dit
 
 from hand2world.checkpoints import random_student, write_student_release
 from hand2world.models import DiTConfig
@@ -27,8 +28,8 @@ from hand2world.server.session import ServerConfig
 from hand2world.server.sources import FrameSource, PreviewSource, load_source
 from hand2world.stream import StreamingGenerator
 
-STUDENT = DiTConfig(latent_channels=8, dim=48, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32,
-                    camera_adapter_dim=16, cache_window=4, latent_size=(8, 8), scene_every_frame=True)  # 64x64
+STUDENT = micro_dit(latent_channels=8, dim=48, ffn_dim=64, cache_window=4, latent_size=(8, 8),
+                    scene_every_frame=True)  # 64x64
 
 
 def make_student_release(folder, config: DiTConfig = STUDENT, steps: int = 2):

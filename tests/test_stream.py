@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import micro_dit
 
 from hand2world.checkpoints import (
     ChecksumError,
@@ -21,9 +22,8 @@ from hand2world.models import DIT_PRESETS, DiTConfig
 from hand2world.models.config import StreamConfig
 from hand2world.stream import StreamingGenerator
 
-SMALL = DiTConfig(latent_channels=4, dim=48, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32, vae_factor=4,
-                  camera_adapter_dim=16, frames_per_block=2, cache_window=8, cache_sink=1, latent_size=(8, 8),
-                  scene_every_frame=True)  # 32x32 frames, 16 tokens per latent frame
+SMALL = micro_dit(latent_channels=4, dim=48, ffn_dim=64, vae_factor=4, frames_per_block=2, cache_window=8,
+                  cache_sink=1, latent_size=(8, 8), scene_every_frame=True)  # 32x32 frames, 16 tokens per latent frame
 
 
 def _student(config: DiTConfig = SMALL, seed: int = 0):

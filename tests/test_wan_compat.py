@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import micro_dit
 
-from hand2world.models import Conditioning, DiT, DiTConfig
+from hand2world.models import Conditioning, DiT
 from hand2world.models.wan import WanVAE, from_diffusers_state_dict, init_from_wan
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers missing: pip install -e .[wan] (part of dev)")
 
-CFG = DiTConfig(latent_channels=4, dim=48, num_heads=2, num_layers=2, ffn_dim=96, freq_dim=32, text_dim=40,
-                camera_adapter_dim=16, vae_factor=8)
+CFG = micro_dit(latent_channels=4, dim=48, ffn_dim=96, text_dim=40, vae_factor=8)
 
 
 def _wan(in_channels: int, seed: int = 0):
