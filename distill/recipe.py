@@ -39,7 +39,10 @@ class Recipe:
     data: str = "data/world_128_2k"
 
 
-RECIPES: dict[str, Recipe] = {"tiny": Recipe()}
+RECIPES: dict[str, Recipe] = {
+    "tiny": Recipe(),  # v4: 128x128, the conv autoencoder
+    "composite": Recipe(clips=1000, size=256, data="data/world_256_1k"),  # v5: 256x256 over the warped photo
+}
 
 
 def _split_overrides(assignments: list[str]) -> dict[str, list[str]]:

@@ -239,3 +239,22 @@ def test_teacher_sampler_anchors_composite_windows_on_the_photo() -> None:
     out = sampler.generate(photo, control, steps=2)
     assert out.shape == (9, 64, 64, 3)
     assert int(np.abs(out.astype(int) - photo).max()) <= 1
+
+
+def test_composite_recipe_configs_validate() -> None:
+    """The v5 recipe's three configs load into their schemas and describe the shipped shape: a 256x256 teacher on
+    the composite autoencoder, and a student distilled from it."""
+    from pathlib import Path
+
+    from hand2world.distill.config import DistillRunConfig
+    from hand2world.distill.recipe import RECIPES
+    from hand2world.train.config import AutoencoderRunConfig, TeacherRunConfig, load_run_config
+
+    conf = Path(__file__).parent.parent / "configs"
+    ae = load_run_config(conf / "autoencoder_composite.yaml", AutoencoderRunConfig)
+    assert ae.autoencoder_config().kind == "composite" and ae.data.size == 256 and ae.control_fraction == 0
+    teacher = load_run_config(conf / "teacher_composite.yaml", TeacherRunConfig)
+    assert teacher.autoencoder == ae.out_dir and teacher.data.size == 256
+    distill = load_run_config(conf / "distill_composite.yaml", DistillRunConfig)
+    assert distill.teacher == teacher.out_dir
+    assert RECIPES["composite"].size == 256
