@@ -13,6 +13,7 @@ gives the server's peer connections STUN/TURN servers, e.g. ``turn:turn.example.
 the server runs behind NAT (Docker); a TURN server's username and credential come from
 ``$HAND2WORLD_ICE_USERNAME`` / ``$HAND2WORLD_ICE_CREDENTIAL`` (kept off the command line).
 
+``bench serve`` (``server/bench.py``): load and abuse over loopback.
 ``bench latency`` starts the app in-process on 127.0.0.1, replays the real cup video's MediaPipe
 landmarks at 30 Hz through a real client (aiortc WebRTC or WebSocket) and reports the server-side
 latency from a ``hands`` message arriving to the first frame conditioned on it leaving the server.
@@ -60,6 +61,13 @@ def _config(args: argparse.Namespace, **over):
               height=height, width=width, max_fps=args.max_fps, source=source,
               weights=getattr(args, "weights", None), device=getattr(args, "device", "cpu"),
               max_sessions=getattr(args, "max_sessions", 4), kiosk=getattr(args, "kiosk", False), ice_hosts=ice)
+    for name in ("kiosk_idle_s", "kiosk_turn_s", "kiosk_attract_s", "idle_timeout_s", "message_rate",
+                 "message_burst", "token", "upload_per_client", "upload_window_s", "upload_disk_mb",
+                 "upload_concurrency"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    if getattr(args, "allow_origin", None):
+        kw["allow_origins"] = tuple(args.allow_origin)
     kw.update(over)
     return ServerConfig(**kw)
 
@@ -167,7 +175,36 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="generator weights (student folder or shipped name; default: weights/default)")
     p.add_argument("--device", default="cpu", help="torch device of the generator")
     p.add_argument("--max-sessions", type=int, default=4)
-    p.add_argument("--kiosk", action="store_true", help="kiosk mode: the page starts by itself, full-screen output")
+    p.add_argument("--kiosk", action="store_true",
+                   help="kiosk mode: one shared screen; one visitor drives it, the others queue and watch; the "
+                        "page starts by itself, full-screen; an attract loop plays when nobody is there")
+    k = p.add_argument_group("kiosk (with --kiosk)")
+    k.add_argument("--kiosk-idle", dest="kiosk_idle_s", type=float, default=None, metavar="S",
+                   help="the active visitor hands over after S seconds without hands (default 20)")
+    k.add_argument("--kiosk-turn", dest="kiosk_turn_s", type=float, default=None, metavar="S",
+                   help="... or after a turn of S seconds when someone is waiting (default 120)")
+    k.add_argument("--kiosk-attract", dest="kiosk_attract_s", type=float, default=None, metavar="S",
+                   help="the attract loop plays after S seconds without anybody's hands (default 10)")
+    lim = p.add_argument_group("limits and access")
+    lim.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, default=None, metavar="S",
+                     help="close a session after S seconds without a message (default 15; 0 = never)")
+    lim.add_argument("--message-rate", type=float, default=None, metavar="N",
+                     help="per-session message budget, messages per second (default 120)")
+    lim.add_argument("--message-burst", type=int, default=None, metavar="N", help="budget burst (default 240)")
+    lim.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
+                     help="also allow this page origin on /ws, /offer, /upload (repeatable; default: same origin "
+                          "only), e.g. https://headset-app.example")
+    lim.add_argument("--token", default=os.environ.get("HAND2WORLD_TOKEN") or None,
+                     help="require this access token (?access_token=) on /offer, /ws, /upload, /scenes (default "
+                          "$HAND2WORLD_TOKEN; none)")
+    lim.add_argument("--upload-per-client", type=int, default=None, metavar="N",
+                     help="uploads per client address per --upload-window (default 8)")
+    lim.add_argument("--upload-window", dest="upload_window_s", type=float, default=None, metavar="S",
+                     help="(default 600)")
+    lim.add_argument("--upload-disk-mb", type=float, default=None, metavar="MB",
+                     help="disk budget of all uploads; the oldest are evicted beyond it (default 64)")
+    lim.add_argument("--upload-concurrency", type=int, default=None, metavar="N",
+                     help="uploads processed at once; more get 503 (default 2)")
     p.add_argument("--ice-host", action="append", default=None,
                    help="offer WebRTC host candidates only on this address (repeatable), e.g. 127.0.0.1")
     p.add_argument("--ice-server", action="append", default=None, metavar="URL",
@@ -185,11 +222,22 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
         p.add_argument("--seconds", type=float, default=10.0)
         p.add_argument("--rate", type=float, default=30.0, help="hands messages per second")
 
+    add_benchmark(bench, "latency", "live server: hands message in -> conditioned frame out (p50/p95)",
+                  _timed(_latency), configure, threads=1)
+    from hand2world.server import bench as serve_bench
+
+    add_benchmark(bench, "serve", "live server under load and abuse: per-session fps, latency p50/p95 with 1, 2, 4 "
+                  "clients, then beside a flooding and a non-reading client", _timed(serve_bench.bench_serve),
+                  serve_bench.configure, threads=1)
+
+
+def _timed(main):
+    """A benchmark ``fn(args)`` that runs the coroutine ``main(args)`` and adds its wall time."""
+
     def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
-        result = asyncio.run(_latency(args))
+        result = asyncio.run(main(args))
         result["wall_s"] = round(time.perf_counter() - t0, 1)
         return result
 
-    add_benchmark(bench, "latency", "live server: hands message in -> conditioned frame out (p50/p95)", run,
-                  configure, threads=1)
+    return run

@@ -159,6 +159,58 @@ class WebRTCClient:
         await self.pc.close()
 
 
+class WebSocketClient:
+    """Reads a connected ``/ws`` WebSocket: ``frames`` (JPEG count), ``last_jpeg``, ``stats``, ``errors``,
+    ``events`` (other JSON messages) and ``closed_code`` once the server closed it.
+
+    ``await client.read()`` runs until the socket closes; ``start()`` runs it as a task (``task``).
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self.ws, self.frames = ws, 0
+        self.errors: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.stats: dict[str, Any] = {}
+        self.last_jpeg: bytes | None = None
+        self.closed_code: int | None = None
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> WebSocketClient:
+        self.task = asyncio.create_task(self.read())
+        return self
+
+    async def read(self) -> None:
+        import websockets
+
+        try:
+            async for m in self.ws:
+                if isinstance(m, bytes):
+                    self.frames += 1
+                    self.last_jpeg = m
+                    continue
+                msg = json.loads(m)
+                kind = msg.get("type")
+                if kind == "stats":
+                    self.stats = msg
+                elif kind == "error":
+                    self.errors.append(msg)
+                else:
+                    self.events.append(msg)
+        except websockets.ConnectionClosed:
+            pass
+        self.closed_code = self.ws.close_code
+
+    def last_frame(self) -> np.ndarray:
+        """The newest frame, uint8 RGB."""
+        import cv2
+
+        return cv2.imdecode(np.frombuffer(self.last_jpeg or b"", np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+    def kiosk(self) -> dict[str, Any]:
+        """The newest ``kiosk`` event (kiosk mode), or {}."""
+        return next((e for e in reversed(self.events) if e.get("type") == "kiosk"), {})
+
+
 def cup_hand_messages(n: int = 60, fps: float = 30.0) -> list[dict[str, Any]]:
     """Wire ``hands`` messages of the real cup video's first ``n`` frames (MediaPipe, video mode)."""
     from hand2world.io import iter_frames

@@ -14,16 +14,26 @@ Client -> server (``type``):
   joint positions, metres, in the same world space as ``head.c2w``, which is required). The
   session maps 25 -> 21 joints (``XR_TO_MEDIAPIPE``: metacarpals dropped) and projects them into
   its virtual camera, so they take the same path as MediaPipe landmarks.
+- ``ping``: keep-alive (a session that sends nothing for the idle timeout is closed).
 
-Server -> client: ``started``, ``stats``, ``error`` (JSON) and, on the WebSocket, frames as
+Server -> client: ``started``, ``stats``, ``error``, ``kiosk`` (kiosk mode: role and queue place)
+(JSON) and, on the WebSocket, frames as
 binary JPEG; on the data channel, a small JPEG of the control render (binary) a few times a second.
 
 Design choices:
 - Validation is hand-written (no pydantic model per message): it is small, fast (one message per
   tracked frame) and gives one clear error string per problem (``ProtocolError``), which the
   transports send back as ``{"type": "error", ...}`` while the session keeps running.
-- Sizes are capped before parsing (``MAX_MESSAGE_BYTES``); numbers must be finite; image
-  landmarks are clamped to a generous box (MediaPipe gives points slightly outside [0, 1]).
+- Refused before parsing: messages over ``MAX_MESSAGE_BYTES`` (UTF-8 bytes, not characters) and
+  JSON nested deeper than ``MAX_DEPTH`` (``check_json_shape``, a vectorised bracket count, so the
+  recursive parser never sees a 1,000-deep document). While parsing, integers longer than
+  ``MAX_INT_DIGITS`` digits and the constants NaN / Infinity are refused (``loads``), so no
+  number can overflow a float or hit Python's int-string limit.
+- Every number is then checked against a physical range before it reaches the fit, the renderer
+  or the model: finite; image x, y within [-10, 10] and z within [-10, 10]; world landmarks within
+  2 m; WebXR joints within ``MAX_HEAD_DISTANCE_M`` of the origin; ``t`` within ``MAX_T_MS``;
+  ``head.c2w`` a rigid transform (orthonormal rotation with det +1, last row 0 0 0 1) whose
+  camera lies within ``MAX_HEAD_DISTANCE_M`` of the origin. A refused message changes no state.
 - The schemas below are what the README documents and ``GET /schema`` serves.
 """
 
@@ -42,6 +52,11 @@ from hand2world.tracking import TrackedHand
 MAX_MESSAGE_BYTES = 64 * 1024  # a two-hand message is ~3 KB
 MAX_HANDS = 2
 SCENE_NAME_MAX = 80
+MAX_DEPTH = 8  # the deepest real message ({"hands": [{"image": [[x, y, z]]}]}) is 5 deep
+MAX_INT_DIGITS = 20
+MAX_T_MS = 1e12  # about 30 years of milliseconds
+MAX_HEAD_DISTANCE_M = 20.0  # a tabletop world: a camera further than this from the origin is a bug or an attack
+RIGID_TOL = 1e-3  # |R^T R - I| and |det R - 1|; float32 poses from a browser are far inside it
 
 
 class ProtocolError(ValueError):
@@ -58,12 +73,14 @@ class ProtocolError(ValueError):
 @dataclass
 class HandsMessage:
     """A validated ``hands`` message. ``t`` in seconds; ``c2w`` float32 [4, 4] or None;
-    ``received``: server arrival time (``time.perf_counter``), set by the session."""
+    ``received``: server arrival time (``time.perf_counter``), set by the session; ``label``: text
+    stamped on the frame (server-side only, never from the wire)."""
 
     t: float
     hands: list[TrackedHand]
     c2w: np.ndarray | None
     received: float = 0.0
+    label: str | None = None  # stamped on the frame made from this message (the kiosk's attract loop)
 
 
 @dataclass
@@ -89,7 +106,14 @@ class ResetMessage:
     type: str = "reset"
 
 
-Message = HandsMessage | SceneMessage | ResetMessage | XRHandsMessage
+@dataclass
+class PingMessage:
+    """Keep-alive: counts as activity for the idle timeout, changes nothing else."""
+
+    type: str = "ping"
+
+
+Message = HandsMessage | SceneMessage | ResetMessage | XRHandsMessage | PingMessage
 
 # WebXR hand joint order (25: wrist, thumb metacarpal..tip, then per finger metacarpal, proximal,
 # intermediate, distal, tip) -> MediaPipe's 21 (wrist, thumb CMC, MCP, IP, tip, per finger MCP, PIP,
@@ -143,6 +167,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "reset": {"type": "object", "required": ["type"], "properties": {"type": {"const": "reset"}}},
+    "ping": {"type": "object", "required": ["type"], "properties": {"type": {"const": "ping"}},
+             "description": "keep-alive: a session with no message for the idle timeout is closed"},
     "stats": {
         "type": "object",
         "properties": {
@@ -175,20 +201,27 @@ def _finite_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
     return arr
 
 
+def _number(value: Any, what: str, lo: float, hi: float) -> float:
+    """A finite JSON number within [lo, hi] (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ProtocolError(f"{what} must be a finite number")
+    if not lo <= value <= hi:
+        raise ProtocolError(f"{what} must be within [{lo:g}, {hi:g}], got {value:.6g}")
+    return float(value)
+
+
 def _parse_hand(entry: Any, i: int) -> TrackedHand:
     if not isinstance(entry, dict):
         raise ProtocolError(f"hands[{i}] must be an object")
     side = entry.get("side")
     if side not in SIDES:
         raise ProtocolError(f"hands[{i}].side must be one of {list(SIDES)}, got {side!r}"[:200])
-    score = entry.get("score", 1.0)
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        raise ProtocolError(f"hands[{i}].score must be a number")
+    score = _number(entry.get("score", 1.0), f"hands[{i}].score", 0.0, 1.0)
     image = _finite_array(entry.get("image"), (21, 3), f"hands[{i}].image")
     world = _finite_array(entry.get("world"), (21, 3), f"hands[{i}].world")
-    if np.abs(image[:, :2]).max() > 10 or np.abs(world).max() > 2:
-        raise ProtocolError(f"hands[{i}]: landmarks out of range (image x,y within [-10, 10], world within 2 m)")
-    return TrackedHand(side, min(max(float(score), 0.0), 1.0), image, world)
+    if np.abs(image).max() > 10 or np.abs(world).max() > 2:
+        raise ProtocolError(f"hands[{i}]: landmarks out of range (image x, y, z within [-10, 10], world within 2 m)")
+    return TrackedHand(side, score, image, world)
 
 
 def _parse_scene(data: dict, kind: str) -> SceneMessage:
@@ -205,8 +238,15 @@ def _parse_head(head: Any) -> np.ndarray:
     if not isinstance(head, dict):
         raise ProtocolError("head must be an object with c2w")
     c2w = _finite_array(head.get("c2w"), (16,), "head.c2w").reshape(4, 4)
-    if not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-4) or abs(np.linalg.det(c2w[:3, :3]) - 1) > 1e-2:
-        raise ProtocolError("head.c2w must be a rigid transform (rotation with det 1, last row 0 0 0 1)")
+    R = c2w[:3, :3].astype(np.float64)
+    if (not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-4) or np.abs(R.T @ R - np.eye(3)).max() > RIGID_TOL
+            or abs(np.linalg.det(R) - 1) > RIGID_TOL):
+        raise ProtocolError("head.c2w must be a rigid transform (orthonormal rotation with det 1, no scale or "
+                            "shear; last row 0 0 0 1)")
+    distance = float(np.linalg.norm(c2w[:3, 3].astype(np.float64)))
+    if distance > MAX_HEAD_DISTANCE_M:
+        raise ProtocolError(f"head.c2w: the camera is {distance:.3g} m from the origin "
+                            f"(at most {MAX_HEAD_DISTANCE_M:g} m)")
     return c2w
 
 
@@ -232,14 +272,82 @@ def xr_to_tracked(joints: np.ndarray, side: str, c2w: np.ndarray, K: np.ndarray,
     return TrackedHand(side, 1.0, image.astype(np.float32), (cam - cam.mean(0)).astype(np.float32))
 
 
-def parse_message(raw: str | bytes) -> Message:
-    """Validate one client message (JSON text). Raises ``ProtocolError`` with a clear detail."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", "too_large")
+def byte_size(raw: str | bytes) -> int:
+    """UTF-8 size of a message (a str of n characters is n to 4n bytes)."""
+    if isinstance(raw, bytes | bytearray):
+        return len(raw)
+    return len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+
+
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH = (np.frombuffer(c, np.uint8) for c in (b"[{", b"]}", b'"', b"\\"))
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, counting brackets outside strings only.
+
+    Vectorised (numpy) for text without backslashes, where every quote opens or closes a string;
+    text with escapes takes a plain loop (bounded by ``MAX_MESSAGE_BYTES``).
+    """
+    b = np.frombuffer(raw, np.uint8)
+    if not (b == _BACKSLASH[0]).any():
+        outside = (np.cumsum(b == _QUOTE[0]) % 2) == 0
+        step = np.isin(b, _OPEN).astype(np.int32) - np.isin(b, _CLOSE).astype(np.int32)
+        depth = np.cumsum(np.where(outside, step, 0))
+        return int(depth.max()) if depth.size else 0
+    depth = best = 0
+    in_string = escaped = False
+    for c in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            best = max(best, depth)
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return best
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(f"integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})", "bad_number")
+    return int(text)
+
+
+def _parse_constant(name: str) -> float:
+    raise ProtocolError(f"{name} is not a finite number", "bad_number")
+
+
+def loads(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse untrusted JSON: size (bytes) and nesting are checked before parsing, numbers while parsing.
+
+    Raises ``ProtocolError`` (codes ``too_large``, ``too_deep``, ``bad_json``, ``bad_number``); never
+    ``RecursionError``, ``OverflowError`` or the int-string ``ValueError``.
+    """
+    size = byte_size(raw)
+    if size > max_bytes:
+        raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_bytes} bytes", "too_large")
+    data = raw if isinstance(raw, bytes | bytearray) else raw.encode("utf-8", "surrogatepass")
+    depth = json_depth(bytes(data))
+    if depth > max_depth:
+        raise ProtocolError(f"JSON nested {depth} deep (at most {max_depth})", "too_deep")
     try:
-        data = json.loads(raw)
+        return json.loads(raw, parse_int=_parse_int, parse_constant=_parse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not valid JSON: {exc}", "bad_json") from None
+    except RecursionError:  # not reachable after the depth check; kept so no parser error escapes
+        raise ProtocolError("JSON nested too deep", "too_deep") from None
+
+
+def parse_message(raw: str | bytes) -> Message:
+    """Validate one client message (JSON text). Raises ``ProtocolError`` with a clear detail."""
+    data = loads(raw)
     if not isinstance(data, dict):
         raise ProtocolError("a message must be a JSON object with a 'type'")
     kind = data.get("type")
@@ -249,17 +357,14 @@ def parse_message(raw: str | bytes) -> Message:
             raise ProtocolError("hands.hands must be a list")
         if len(hands) > MAX_HANDS:
             raise ProtocolError(f"at most {MAX_HANDS} hands per message, got {len(hands)}")
-        t = data.get("t", 0.0)
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-            raise ProtocolError("hands.t must be a finite number (milliseconds)")
+        t = _number(data.get("t", 0.0), "hands.t (milliseconds)", -MAX_T_MS, MAX_T_MS)
         c2w = _parse_head(data.get("head")) if data.get("head") is not None else None
-        return HandsMessage(float(t) / 1000.0, [_parse_hand(h, i) for i, h in enumerate(hands)], c2w)
+        return HandsMessage(t / 1000.0, [_parse_hand(h, i) for i, h in enumerate(hands)], c2w)
     if kind == "xrhands":
         hands, t = data.get("hands"), data.get("t", 0.0)
         if not isinstance(hands, list) or len(hands) > MAX_HANDS:
             raise ProtocolError(f"xrhands.hands must be a list of at most {MAX_HANDS} hands")
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-            raise ProtocolError("xrhands.t must be a finite number (milliseconds)")
+        t = _number(t, "xrhands.t (milliseconds)", -MAX_T_MS, MAX_T_MS)
         if data.get("head") is None:
             raise ProtocolError("xrhands needs head.c2w (the joints are in its world space)")
         out = []
@@ -267,16 +372,19 @@ def parse_message(raw: str | bytes) -> Message:
             if not isinstance(h, dict) or h.get("side") not in SIDES:
                 raise ProtocolError(f"xrhands.hands[{i}] must be an object with side in {list(SIDES)}")
             joints = _finite_array(h.get("joints"), (25, 3), f"xrhands.hands[{i}].joints")
-            if np.abs(joints).max() > 100:
-                raise ProtocolError(f"xrhands.hands[{i}].joints out of range (metres, within 100 m)")
+            if np.abs(joints).max() > MAX_HEAD_DISTANCE_M:
+                raise ProtocolError(f"xrhands.hands[{i}].joints out of range (metres, within "
+                                    f"{MAX_HEAD_DISTANCE_M:g} m of the origin)")
             out.append((h["side"], joints))
-        return XRHandsMessage(float(t) / 1000.0, out, _parse_head(data["head"]))
+        return XRHandsMessage(t / 1000.0, out, _parse_head(data["head"]))
     if kind in ("start", "scene"):
         return _parse_scene(data, kind)
     if kind == "reset":
         return ResetMessage()
-    raise ProtocolError(f"unknown message type {kind!r}; expected one of hands, xrhands, start, scene, reset"[:200],
-                        "unknown_type")
+    if kind == "ping":
+        return PingMessage()
+    raise ProtocolError(f"unknown message type {kind!r}; expected one of hands, xrhands, start, scene, reset, "
+                        f"ping"[:200], "unknown_type")
 
 
 def hands_message(hands: list[TrackedHand], t_ms: float, c2w: np.ndarray | None = None) -> dict[str, Any]:

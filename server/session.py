@@ -20,6 +20,15 @@ Design choices:
   conditioned on it leaving the server; transports call ``mark_sent``.
 - A failing step (bad scene, fit error) is reported to the client as an ``error`` event; the
   session keeps running.
+- Limits (``Endpoint``, shared with kiosk seats): a token-bucket message budget checked before a
+  message is even parsed (``accept``: over-budget messages cost one counter increment and are
+  answered together, by at most one ``rate_limited`` error a second with their count, so a flood
+  cannot amplify itself), and the
+  time of the last valid message (``last_activity``) for the registry's idle timeout.
+- Frames are computed on demand: the worker runs at most one step ahead of the newest frame a
+  transport has taken (``FrameSlot.wait_taken``): a reader that keeps up never waits for it, and a
+  client that stops reading costs no compute after two steps (the newest queued hand pose is what
+  the next step uses once it reads again).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from hand2world.io import encode_jpeg
 from hand2world.server.protocol import (
     HandsMessage,
     Message,
-    ProtocolError,
+    PingMessage,
     ResetMessage,
     SceneMessage,
     XRHandsMessage,
@@ -68,10 +77,125 @@ class ServerConfig:
     stats_interval: float = 0.5  # seconds between stats messages
     control_preview_hz: float = 4.0  # control-render JPEGs per second on the data channel (0 = off)
     kiosk: bool = False
+    kiosk_idle_s: float = 20.0  # kiosk: the active visitor hands over after this long without hands ...
+    kiosk_turn_s: float = 120.0  # ... or after this long in all, when someone is waiting
+    kiosk_attract_s: float = 10.0  # kiosk: the attract loop plays after this long with nobody's hands
+    idle_timeout_s: float = 15.0  # no valid message for this long ends a session (its slot frees)
+    message_rate: float = 120.0  # per-session message budget: sustained messages per second ...
+    message_burst: int = 240  # ... and burst size (token bucket)
+    allow_origins: tuple[str, ...] = ()  # Origins allowed besides the server's own (headset / app pages)
+    token: str | None = None  # access token required on /offer, /ws, /upload, /scenes when set
+    upload_per_client: int = 8  # uploads per client address per upload_window_s
+    upload_window_s: float = 600.0
+    upload_disk_mb: float = 64.0  # all uploads together; the oldest are evicted beyond it
+    upload_concurrency: int = 2  # uploads read and decoded at once; more get 503
     ice_hosts: tuple[str, ...] | None = None  # limit ICE host candidates (e.g. ("127.0.0.1",))
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for the server's peer connections (none: host candidates)
     ice_username: str | None = None  # TURN username / credential (long-term credentials, for turn(s): URLs)
     ice_credential: str | None = None
+
+
+class Budget:
+    """Token bucket: ``rate`` messages per second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self._tokens, self._t = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
+        self._t = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class Endpoint:
+    """What a transport talks to: an id, an event outbox, a message budget, activity, owned tasks.
+
+    ``Session`` (one client, one pipeline) and the kiosk's ``KioskSeat`` (a visitor watching the
+    shared screen) are both endpoints; transports use only this interface plus ``frames``,
+    ``submit``, ``stats``, ``mark_sent`` and ``control_jpeg``.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.config = config
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
+        self.budget = Budget(config.message_rate, config.message_burst)
+        self.last_activity = time.monotonic()
+        self.limited = 0  # messages refused by the budget
+        self._limited_reported = 0
+        self._limited_at = 0.0
+        self.errors = 0
+        self.tasks: list[asyncio.Task] = []  # transport tasks tied to this endpoint, cancelled on close
+        self.closed = False
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+
+    def accept(self) -> bool:
+        """Whether the next message fits the budget (call before parsing it).
+
+        Refused messages are answered by ``rate_limited`` errors carrying their ``count``: the first at
+        once, then at most one a second, and the rest with the next accepted message, so the counts
+        add up to every message refused.
+        """
+        if self.budget.take():
+            if self.limited > self._limited_reported:
+                self._report_limited()
+            return True
+        self.limited += 1
+        if time.monotonic() - self._limited_at >= 1.0:
+            self._report_limited()
+        return False
+
+    def _report_limited(self) -> None:
+        self._limited_at = time.monotonic()
+        n, self._limited_reported = self.limited - self._limited_reported, self.limited
+        self.errors += 1
+        self.emit({"type": "error", "error": "rate_limited", "count": n,
+                   "detail": f"{n} message(s) over the budget of {self.config.message_rate:g}/s "
+                             f"(burst {self.config.message_burst}) were dropped unread"})
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue an event for the client (dropped when the client does not read)."""
+        try:
+            self.outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            pass
+
+    def report(self, err: Exception) -> None:
+        """Send a refused message's error back (``ProtocolError``, ``SceneError``)."""
+        self.errors += 1
+        code = getattr(err, "code", None) or "bad_scene"
+        self.emit({"type": "error", "error": code, "detail": str(err)})
+
+    def end(self, reason: str) -> None:
+        """Ask the transport to hang up (idle timeout, kiosk policy); ``Registry.release`` does the rest."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.ended.set()
+
+    async def close(self) -> None:
+        self.closed = True
+        self.ended.set()
+        current = asyncio.current_task()
+        tasks = [t for t in self._own_tasks() if t is not None and t is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing; errors were logged
+                pass
+
+    def _own_tasks(self) -> list[asyncio.Task | None]:
+        return list(self.tasks)
 
 
 class Inbox:
@@ -109,6 +233,19 @@ class Inbox:
         return msg
 
 
+def stamp_frame(rgb: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``rgb`` with ``text`` in white on a dark band along the bottom edge."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+    scale = min(0.9 * w / tw, 0.12 * h / th)
+    band = int(th * scale) + 10
+    out[h - band:] = (out[h - band:] * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (5, h - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(scale * 2)),
+                cv2.LINE_AA)
+    return out
+
+
 @dataclass
 class Frame:
     """A produced frame: uint8 RGB [H, W, 3] plus the arrival time of the message it is conditioned on."""
@@ -126,6 +263,7 @@ class FrameSlot:
         self._frame: Frame | None = None
         self._cond = asyncio.Condition()
         self._taken = True
+        self.taken_index = 0
         self.dropped = 0
 
     @property
@@ -139,6 +277,11 @@ class FrameSlot:
             self._frame, self._taken = frame, False
             self._cond.notify_all()
 
+    async def wait_taken(self, ahead: int = 1) -> None:
+        """Return once at most ``ahead`` produced frames are newer than the last one a reader took."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._frame is None or self._frame.index - self.taken_index <= ahead)
+
     async def wait(self, after: int, timeout: float) -> Frame | None:
         """The newest frame with ``index > after``, or None after ``timeout`` seconds."""
         async with self._cond:
@@ -148,6 +291,8 @@ class FrameSlot:
             except TimeoutError:
                 return None
             self._taken = True
+            self.taken_index = self._frame.index
+            self._cond.notify_all()
             return self._frame
 
 
@@ -156,14 +301,13 @@ class _Stats:
     messages_in: int = 0
     hands_seen: int = 0
     frames_out: int = 0
-    errors: int = 0
     control_pixels: int = 0
     sent_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
     all_latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
 
 
-class Session:
+class Session(Endpoint):
     """A live stream: owns the conditioning pipeline and the frame source of one client.
 
     Use ``await start()``, then ``submit(message)``; read frames with ``frames.wait(...)`` and
@@ -172,13 +316,11 @@ class Session:
 
     def __init__(self, config: ServerConfig, scenes: SceneStore, token: str | None = None,
                  source: FrameSource | None = None) -> None:
-        self.id = uuid.uuid4().hex[:12]
-        self.config = config
+        super().__init__(config)
         self.scenes = scenes
         self.token = token
         self.inbox = Inbox(config.inbox_size)
         self.frames = FrameSlot()
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
         self.pipeline = ControlPipeline(ControlConfig(height=config.height, width=config.width,
                                                       fov_deg=config.fov_deg))
         self.source = source if source is not None else load_source(
@@ -190,8 +332,6 @@ class Session:
         self._control: np.ndarray | None = None
         self._index = 0
         self._task: asyncio.Task | None = None
-        self.tasks: list[asyncio.Task] = []  # transport tasks tied to this session, cancelled on close
-        self.closed = False
 
     # ---- lifecycle ----
     async def start(self, scene: str = DEFAULT_SCENE, token: str | None = None) -> None:
@@ -201,17 +341,8 @@ class Session:
         self.emit({"type": "started", "session": self.id, "scene": self.scene_name, "mode": self.source.mode,
                    "source": self.source.name, "width": self.config.width, "height": self.config.height})
 
-    async def close(self) -> None:
-        self.closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in [self._task, *self.tasks] if t is not None and t is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing; errors were logged
-                pass
+    def _own_tasks(self) -> list[asyncio.Task | None]:
+        return [self._task, *self.tasks]
 
     # ---- transport side ----
     def submit(self, msg: Message) -> None:
@@ -226,19 +357,9 @@ class Session:
         if isinstance(msg, HandsMessage):
             msg.received = time.perf_counter()
         self.stats_.messages_in += 1
-        self.inbox.put(msg)
-
-    def emit(self, event: dict[str, Any]) -> None:
-        """Queue an event for the client (dropped when the client does not read)."""
-        try:
-            self.outbox.put_nowait(event)
-        except asyncio.QueueFull:
-            pass
-
-    def report(self, err: ProtocolError | SceneError) -> None:
-        self.stats_.errors += 1
-        code = err.code if isinstance(err, ProtocolError) else "bad_scene"
-        self.emit({"type": "error", "error": code, "detail": str(err)})
+        self.touch()
+        if not isinstance(msg, PingMessage):
+            self.inbox.put(msg)
 
     def mark_sent(self, frame: Frame) -> None:
         now = time.perf_counter()
@@ -260,7 +381,12 @@ class Session:
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
                 "queue_depth": len(self.inbox), "messages_in": s.messages_in,
                 "messages_dropped": self.inbox.dropped, "hands_seen": s.hands_seen, "frames_out": s.frames_out,
-                "frames_dropped": self.frames.dropped, "control_pixels": s.control_pixels, "errors": s.errors}
+                "frames_dropped": self.frames.dropped, "control_pixels": s.control_pixels, "errors": self.errors,
+                "messages_limited": self.limited}
+
+    def latencies(self) -> list[float]:
+        """All message-to-frame latencies (ms) of this session so far."""
+        return list(self.stats_.all_latencies)
 
     def control_jpeg(self, width: int = 160, quality: int = 70) -> bytes | None:
         """The last control render as a small JPEG (for the client's control preview)."""
@@ -285,10 +411,14 @@ class Session:
             self._c2w = msg.c2w
         cf = self.pipeline.process(msg.hands, t)
         frames = self.source.step(cf.control[None], self._c2w[None].astype(np.float32))
-        return frames[0], cf.control
+        rgb = frames[0]
+        if msg.label:
+            rgb = stamp_frame(rgb, msg.label)
+        return rgb, cf.control
 
     async def _run(self) -> None:
         while True:
+            await self.frames.wait_taken()  # nobody takes the frames: computing more is wasted
             msg = await self.inbox.get()
             try:
                 if isinstance(msg, SceneMessage):
@@ -313,5 +443,5 @@ class Session:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad step must not end the session
                 log.exception("session %s: step failed", self.id)
-                self.stats_.errors += 1
+                self.errors += 1
                 self.emit({"type": "error", "error": "step_failed", "detail": f"{type(exc).__name__}: {exc}"})

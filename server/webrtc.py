@@ -19,6 +19,10 @@ Design choices:
   default): ``("127.0.0.1",)`` for loopback tests and network namespaces with only ``lo``.
   aioice has no option for it, so this swaps its module-level ``get_host_addresses`` for the
   whole process (documented; the CLI's ``--ice-host`` sets it).
+- ``POST /offer`` (``router``): Origin and token checked first, the body read with its cap
+  (``MAX_SDP_BYTES``) applied while reading, parsed by the same bounded JSON loader as messages.
+  A peer that never connects or dies stops sending messages: the registry's idle timeout frees
+  its slot (no separate watchdog).
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
-from hand2world.server.protocol import HandsMessage, ProtocolError, parse_message
-from hand2world.server.session import Session
+from hand2world.server.guard import ClientDisconnect, Refused, check_access, error_response, read_capped
+from hand2world.server.protocol import HandsMessage, ProtocolError, loads, parse_message
+from hand2world.server.scenes import DEFAULT_SCENE, SceneError
+from hand2world.server.session import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +107,7 @@ class SessionVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, session: Session, max_fps: float = 30.0, idle_s: float = 0.5) -> None:
+    def __init__(self, session: Endpoint, max_fps: float = 30.0, idle_s: float = 0.5) -> None:
         super().__init__()
         self.session = session
         self.interval = 1.0 / max_fps
@@ -128,7 +136,7 @@ class SessionVideoTrack(MediaStreamTrack):
         return out
 
 
-async def track_incoming_video(track: MediaStreamTrack, session: Session) -> None:
+async def track_incoming_video(track: MediaStreamTrack, session: Endpoint) -> None:
     """Server-side tracking: newest received frame -> MediaPipe -> ``hands`` message into the session."""
     from hand2world.tracking import HandTracker
 
@@ -176,7 +184,7 @@ def _channel_send(channel: Any, data: str | bytes) -> bool:
     return True
 
 
-async def _channel_loop(channel: Any, session: Session) -> None:
+async def _channel_loop(channel: Any, session: Endpoint) -> None:
     """Stats, events and control previews out on the data channel until the session closes."""
     c = session.config
     next_stats = next_control = 0.0
@@ -197,11 +205,13 @@ async def _channel_loop(channel: Any, session: Session) -> None:
             next_control = now + 1.0 / c.control_preview_hz
 
 
-def attach_channel(channel: Any, session: Session) -> None:
+def attach_channel(channel: Any, session: Endpoint) -> None:
     """Wire the ``hands`` data channel to the session."""
 
     @channel.on("message")
     def on_message(raw: str | bytes) -> None:
+        if not session.accept():  # over the message budget: dropped unread
+            return
         try:
             session.submit(parse_message(raw))
         except ProtocolError as exc:
@@ -211,7 +221,7 @@ def attach_channel(channel: Any, session: Session) -> None:
     session.tasks.append(task)
 
 
-async def answer_offer(session: Session, sdp: str, kind: str, on_close: Any) -> tuple[RTCPeerConnection, dict]:
+async def answer_offer(session: Endpoint, sdp: str, kind: str, on_close: Any) -> tuple[RTCPeerConnection, dict]:
     """Create the peer connection for ``session`` and answer the client's offer.
 
     Raises ``ValueError`` with a clear message for an unusable offer.
@@ -254,12 +264,59 @@ async def answer_offer(session: Session, sdp: str, kind: str, on_close: Any) -> 
         await pc.close()
         raise ValueError(f"bad offer: {type(exc).__name__}: {exc}") from None
 
-    async def watchdog() -> None:  # a client that never completes ICE must not hold a session slot
-        await asyncio.sleep(30)
-        if pc.connectionState not in ("connected",):
-            log.info("session %s: not connected after 30 s, closing", session.id)
-            await close()
-
-    session.tasks.append(asyncio.create_task(watchdog()))
+    # A peer that never connects, or is killed, sends no message: the registry's idle timeout frees its slot.
     pc.h2w_close = close  # type: ignore[attr-defined]
     return pc, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": session.id}
+
+
+MAX_SDP_BYTES = 100_000
+
+
+def router(ctx: Any) -> APIRouter:
+    """``POST /offer``: ``{"sdp", "type": "offer", "scene"?, "token"?}`` -> ``{"sdp", "type": "answer", "session"}``."""
+    r = APIRouter()
+    config, registry = ctx.config, ctx.registry
+
+    @r.post("/offer")
+    async def offer(request: Request) -> Response:
+        try:
+            check_access(request, config)
+            body = await read_capped(request, MAX_SDP_BYTES, "offers")
+        except Refused as exc:
+            return error_response(exc.status, exc.code, exc.detail)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        try:
+            data = loads(body, max_bytes=MAX_SDP_BYTES, max_depth=4)
+        except ProtocolError as exc:
+            return error_response(400, "bad_json", f"the offer must be JSON: {exc}")
+        if not isinstance(data, dict) or not isinstance(data.get("sdp"), str) or data.get("type") != "offer":
+            return error_response(400, "bad_offer", 'expected {"sdp": "...", "type": "offer", "scene"?: NAME}')
+        scene, token = data.get("scene", DEFAULT_SCENE), data.get("token")
+        if not isinstance(scene, str) or (token is not None and not isinstance(token, str)):
+            return error_response(400, "bad_offer", "scene and token must be strings")
+        try:
+            session = await registry.create(token)
+        except RuntimeError as exc:  # SessionUnavailable
+            return error_response(500, "server_error", str(exc))
+        if session is None:
+            return error_response(503, "busy", f"server at its limit of {config.max_sessions} sessions; retry later")
+        try:
+            await session.start(scene, token)
+        except SceneError as exc:
+            await registry.release(session)
+            return error_response(exc.status, "bad_scene", str(exc))
+
+        async def on_close() -> None:
+            await registry.release(session)
+
+        try:
+            pc, answer = await answer_offer(session, data["sdp"], "offer", on_close)
+        except ValueError as exc:
+            await registry.release(session)
+            return error_response(400, "bad_sdp", str(exc))
+        registry.peers[session.id] = pc
+        log.info("session %s: WebRTC answer sent (%d live)", session.id, len(registry.sessions))
+        return JSONResponse(answer)
+
+    return r

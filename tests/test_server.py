@@ -12,10 +12,12 @@ import pytest
 from hand2world.server.protocol import (
     MAX_MESSAGE_BYTES,
     HandsMessage,
+    PingMessage,
     ProtocolError,
     ResetMessage,
     SceneMessage,
     hands_message,
+    json_depth,
     parse_message,
 )
 from hand2world.server.scenes import BUILTIN_SCENES, SceneError, SceneStore
@@ -145,10 +147,11 @@ def test_uploads_are_checked_and_kept_per_token(tmp_path):
     with pytest.raises(SceneError, match="per token") as err:  # 8 per token
         store.save_upload(_png(), token)
     assert err.value.status == 429
-    store.max_total = 9
-    store.save_upload(_png(), None)  # a new token still gets one ...
-    with pytest.raises(SceneError, match="limit"):  # ... until the store is full
-        store.save_upload(_png(), None)
+    store.max_total = 8
+    oldest = sorted((p.stat().st_mtime_ns, p) for p in (tmp_path / "uploads").rglob("*.png"))[0][1]
+    other_token, newest, _ = store.save_upload(_png(), None)  # a full store evicts its oldest upload ...
+    assert store.usage()[0] == 8 and not oldest.exists() and store.evicted == 1
+    assert newest in [s["name"] for s in store.list(other_token)]  # ... and later users are never locked out
 
 
 def test_decompression_bomb_is_refused_from_the_header(tmp_path):
@@ -255,3 +258,102 @@ def test_xr_hands_map_25_to_21_and_project_into_the_camera():
     with pytest.raises(ProtocolError, match=r"shape \[25, 3\]"):
         parse_message(json.dumps({"type": "xrhands", "head": {"c2w": np.eye(4).reshape(-1).tolist()},
                                   "hands": [{"side": "left", "joints": world.tolist()}]}))
+
+
+# ---- messages that used to poison a session (issue 23): each is refused with a clear error ----
+def _poison_cases() -> dict[str, tuple[str, str]]:
+    good = hands_message([_hand()], 10.0, np.eye(4))
+    base = json.dumps(good)
+    hand = json.dumps(good["hands"][0])
+
+    def head(m: np.ndarray) -> str:
+        return json.dumps({**good, "head": {"c2w": m.reshape(-1).tolist()}})
+
+    far = np.eye(4)
+    far[0, 3] = 1e20
+    shear = np.eye(4)
+    shear[0, 1] = 0.5
+    stretch = np.diag([2.0, 0.5, 1.0, 1.0])  # det 1, not a rotation
+    return {
+        "1000-deep JSON": ('{"type": "hands", "hands": [], "x": ' + "[" * 1000 + "]" * 1000 + "}", "too_deep"),
+        "1000-deep objects": ('{"type": "reset", "x": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}", "too_deep"),
+        "310-digit t": (base.replace('"t": 10.0', '"t": ' + "9" * 310), "bad_number"),
+        "310-digit landmark": (base.replace('"world": [[', '"world": [[' + "1" * 310 + ", ", 1), "bad_number"),
+        "4301-digit int": ('{"type": "reset", "n": ' + "7" * 4301 + "}", "bad_number"),
+        "NaN": (base.replace('"t": 10.0', '"t": NaN'), "bad_number"),
+        "-Infinity": (base.replace('"t": 10.0', '"t": -Infinity'), "bad_number"),
+        "1e999 float": (base.replace('"t": 10.0', '"t": 1e999'), "bad_message"),
+        "1e20 m head pose": (head(far), "bad_message"),
+        "shear c2w": (head(shear), "bad_message"),
+        "stretch c2w": (head(stretch), "bad_message"),
+        "t 1e300": (base.replace('"t": 10.0', '"t": 1e300'), "bad_message"),
+        "score 7": (base.replace('"score": 0.9', '"score": 7'), "bad_message"),
+        "image z 1e6": (base.replace(hand, json.dumps({**good["hands"][0], "image": [[0.5, 0.5, 1e6]] * 21})),
+                        "bad_message"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_poison_cases()))
+def test_poisoning_messages_are_refused_with_clear_errors(name):
+    raw, code = _poison_cases()[name]
+    assert len(raw.encode()) <= MAX_MESSAGE_BYTES  # all under the size cap: each needs its own check
+    with pytest.raises(ProtocolError) as err:  # never RecursionError / OverflowError / ValueError
+        parse_message(raw)
+    assert err.value.code == code, (name, str(err.value))
+    assert 10 < len(str(err.value)) < 300
+
+
+def test_rigid_head_pose_still_accepted():
+    c2w = np.eye(4)
+    c2w[:3, :3] = cv2.Rodrigues(np.array([0.3, -0.7, 0.2]))[0]
+    c2w[:3, 3] = [1.5, -1.6, 3.0]  # a standing viewer a few metres from the origin
+    msg = parse_message(json.dumps(hands_message([_hand()], 0.0, c2w.astype(np.float32))))
+    np.testing.assert_allclose(msg.c2w, c2w, atol=1e-6)
+    assert isinstance(parse_message('{"type": "ping"}'), PingMessage)
+
+
+def test_message_limit_counts_bytes_not_characters():
+    raw = '{"type": "reset", "pad": "' + "é" * 40_000 + '"}'  # 40k characters, 80 KB of UTF-8
+    assert len(raw) < MAX_MESSAGE_BYTES < len(raw.encode())
+    with pytest.raises(ProtocolError) as err:
+        parse_message(raw)
+    assert err.value.code == "too_large" and "80" in str(err.value)
+    with pytest.raises(ProtocolError, match="too_large|exceeds"):
+        parse_message(raw.encode())
+
+
+def test_json_depth_ignores_brackets_in_strings():
+    assert json_depth(b'{"a": "[[[[[[[[[[[[[[[[", "b": [[1]]}') == 3
+    assert json_depth(rb'{"a": "\"[[[[[[[[[[[[[[[[", "b": [[1]]}') == 3  # escaped quote: the slow path
+    assert json_depth(b"[" * 50 + b"]" * 50) == 50
+    assert parse_message('{"type": "scene", "scene": "[[[[[[[[[[[[[[[[[[[["}').scene == "[" * 20
+
+
+def test_upload_stored_at_model_resolution_within_a_disk_budget(tmp_path):
+    rng = np.random.default_rng(0)
+    big = cv2.resize(SceneStore().load("coffee"), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    big = np.clip(big + rng.normal(0, 6, big.shape), 0, 255).astype(np.uint8)  # sensor-like grain
+    photo = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 92])[1]
+    assert 3_000_000 < len(photo) < 8_000_000  # a 12 Mpx photo, like the 5.8 MB one in issue 23
+    store = SceneStore(tmp_path, store_size=(240, 320), disk_bytes=1_000_000)
+    token, name, (h, w) = store.save_upload(photo.tobytes(), None)
+    assert (h, w) == (240, 320)  # 4:3 covers 320x240 exactly; never larger than the frames need
+    stored = next(tmp_path.rglob("*.png"))
+    assert stored.stat().st_size < 300_000  # was a 50 MB PNG
+    assert store.load(name, token).shape == (240, 320, 3)
+    tall = cv2.imencode(".png", rng.integers(0, 255, (2000, 400, 3), np.uint8))[1].tobytes()
+    _, _, (h, w) = store.save_upload(tall, None)
+    assert (h, w) == (1600, 320)  # scaled down until the width just covers the frame
+    small = cv2.imencode(".png", rng.integers(0, 255, (100, 120, 3), np.uint8))[1].tobytes()
+    assert store.save_upload(small, None)[2] == (100, 120)  # never scaled up
+    for _ in range(6):
+        store.save_upload(_png(300, 400), None)
+    n, size = store.usage()
+    assert size <= 1_000_000 and store.evicted >= 1 and n >= 2  # oldest evicted to fit the budget
+
+
+def test_unreadable_upload_error_has_no_memory_address(tmp_path):
+    store = SceneStore(tmp_path)
+    with pytest.raises(SceneError) as err:
+        store.save_upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, None)
+    assert err.value.status == 415 and "0x" not in str(err.value) and "object at" not in str(err.value)

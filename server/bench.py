@@ -1,0 +1,168 @@
+"""`hand2world bench serve`: the live app under load and abuse, over loopback, bounded in count and time.
+
+Phases (each ``--seconds`` long after a warm-up, a fresh server each): 1, 2 and 4 WebSocket
+clients that send the real cup video's MediaPipe landmarks at ``--rate`` Hz and read every frame;
+then ``--abuse-base`` such clients again (the baseline), and the same with one *flooding* client
+(valid ``hands`` messages as fast as it can send them, about 1,000 a second) and one *non-reading*
+client (sends at ``--rate`` Hz, never reads) beside them. Reported per phase: each normal
+session's frames per second as its client received them, and the server-side latency (a
+``hands`` message arriving -> the first frame conditioned on it leaving the server) p50 / p95
+pooled over the normal sessions; for the abuse phase, the normal sessions' fps and p95 relative
+to the baseline, the flood's messages sent / refused by the budget, and the steps the
+non-reading client's session computed.
+
+Clients and server share one process and event loop (as ``bench latency``), so the clients' own
+cost is in the figures; on a 2-core machine the absolute fps is CPU-bound, compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+async def _normal(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, out: dict) -> None:
+    import websockets
+
+    async with websockets.connect(url, max_size=2**22) as ws:
+        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+        out["session"] = json.loads(await ws.recv()).get("session")
+        out["frame_times"] = []
+
+        async def reader() -> None:
+            async for m in ws:
+                if isinstance(m, bytes):
+                    out["frame_times"].append(time.perf_counter())
+
+        task = asyncio.create_task(reader())
+        i = 0
+        while not stop.is_set():
+            await ws.send(json.dumps({**msgs[i % len(msgs)], "t": i * 1000.0 / rate}))
+            i += 1
+            await asyncio.sleep(1.0 / rate)
+        task.cancel()
+
+
+async def _flood(url: str, msgs: list[dict], stop: asyncio.Event, out: dict) -> None:
+    import websockets
+
+    async with websockets.connect(url, max_size=2**22) as ws:
+        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+        out["session"] = json.loads(await ws.recv()).get("session")
+
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        task = asyncio.create_task(drain())
+        raw = [json.dumps({**m, "t": 0.0}) for m in msgs]
+        sent, t0 = 0, time.perf_counter()
+        while not stop.is_set():
+            for _ in range(10):
+                await ws.send(raw[sent % len(raw)])
+                sent += 1
+            await asyncio.sleep(max(0.0, t0 + sent / 1000.0 - time.perf_counter()))  # about 1,000 a second
+        out["sent"], out["rate"] = sent, sent / (time.perf_counter() - t0)
+        task.cancel()
+
+
+async def _non_reader(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, out: dict) -> None:
+    import websockets
+
+    async with websockets.connect(url, max_size=2**22, max_queue=1) as ws:
+        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+        out["session"] = json.loads(await ws.recv()).get("session")
+        i = 0
+        ws.transport.pause_reading()  # never reads again: the server's sends back up on it
+        while not stop.is_set():
+            await ws.send(json.dumps({**msgs[i % len(msgs)], "t": i * 1000.0 / rate}))
+            i += 1
+            await asyncio.sleep(1.0 / rate)
+
+
+async def _phase(config: Any, msgs: list[dict], normal: int, abuse: bool, seconds: float, warmup: float,
+                 rate: float) -> dict:
+    from hand2world.server.app import create_app
+    from hand2world.server.clients import LocalServer
+
+    app = create_app(config)
+    registry = app.state.registry
+    async with LocalServer(app) as base:
+        url = base.replace("http://", "ws://") + "/ws"
+        stop = asyncio.Event()
+        outs: list[dict] = [{} for _ in range(normal)]
+        tasks = [asyncio.create_task(_normal(url, msgs, rate, stop, o)) for o in outs]
+        flood: dict = {}
+        lazy: dict = {}
+        if abuse:
+            tasks += [asyncio.create_task(_flood(url, msgs, stop, flood)),
+                      asyncio.create_task(_non_reader(url, msgs, rate, stop, lazy))]
+        await asyncio.sleep(warmup)
+        t0 = time.perf_counter()
+        marks = {sid: len(s.latencies()) for sid, s in registry.sessions.items()}
+        steps0 = {sid: getattr(s, "_index", 0) for sid, s in registry.sessions.items()}
+        await asyncio.sleep(seconds)
+        t1 = time.perf_counter()
+        sessions = dict(registry.sessions)
+        lat: list[float] = []
+        fps = []
+        for o in outs:
+            s = sessions.get(o.get("session"))
+            if s is not None:
+                lat += s.latencies()[marks.get(s.id, 0):]
+            fps.append(round(sum(1 for t in o.get("frame_times", []) if t0 <= t < t1) / (t1 - t0), 2))
+        result: dict[str, Any] = {"clients": normal, "fps": fps, "fps_mean": round(float(np.mean(fps)), 2),
+                                  "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
+                                  "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None}
+        if abuse:
+            fs, ls = sessions.get(flood.get("session")), sessions.get(lazy.get("session"))
+            result["flood"] = {"messages_limited": fs.limited if fs else None,
+                               "messages_accepted": fs.stats()["messages_in"] if fs else None}
+            result["non_reader_steps"] = (ls._index - steps0.get(ls.id, 0)) if ls else None
+        stop.set()
+        await asyncio.wait(tasks, timeout=10)
+        if abuse:
+            result["flood"].update({k: round(v, 1) if isinstance(v, float) else v for k, v in flood.items()
+                                    if k in ("sent", "rate")})
+    return result
+
+
+async def bench_serve(args: argparse.Namespace) -> dict:
+    from hand2world.server.cli import _config
+    from hand2world.server.clients import cup_hand_messages
+
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    msgs = await asyncio.to_thread(cup_hand_messages, 60)
+    cfg = _config(args, ice_hosts=("127.0.0.1",), ice_servers=(), max_sessions=8, idle_timeout_s=60.0)
+    phases = []
+    for n in (1, 2, 4):
+        phases.append(await _phase(cfg, msgs, n, False, args.seconds, args.warmup, args.rate))
+        log.info("bench serve: %s", phases[-1])
+    base = await _phase(cfg, msgs, args.abuse_base, False, args.seconds, args.warmup, args.rate)
+    abused = await _phase(cfg, msgs, args.abuse_base, True, args.seconds, args.warmup, args.rate)
+    abused["fps_vs_baseline"] = round(abused["fps_mean"] / base["fps_mean"], 3) if base["fps_mean"] else None
+    if base["latency_p95_ms"] and abused["latency_p95_ms"]:
+        abused["p95_vs_baseline"] = round(abused["latency_p95_ms"] / base["latency_p95_ms"], 3)
+    return {"what": f"WebSocket clients at {args.rate:g} Hz, {cfg.source} source, {cfg.width}x{cfg.height}, "
+                    f"{args.seconds:g} s per phase after {args.warmup:g} s warm-up; latency = hands message in -> "
+                    "first frame conditioned on it out (server side)",
+            "scaling": phases, "abuse_baseline": base, "abuse": abused,
+            "budget": {"message_rate": cfg.message_rate, "message_burst": cfg.message_burst}}
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from hand2world.server.cli import _add_common
+
+    _add_common(p)
+    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds per phase before measuring")
+    p.add_argument("--rate", type=float, default=30.0, help="hands messages per second per normal client")
+    p.add_argument("--abuse-base", type=int, default=2, help="normal clients beside the flooding and non-reading ones")
