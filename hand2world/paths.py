@@ -24,6 +24,22 @@ ASSETS: dict[str, str] = {
 }
 
 
+#: photos the synthetic world may use as textures: (folder, file glob, file stems that are not photographs).
+#: Debian desktop-background packages that set-up installs (mate-backgrounds, lomiri-wallpapers);
+#: other folders are ignored so an illustration package never passes for photographs.
+TEXTURE_PHOTO_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/usr/share/backgrounds/mate/nature", "*.jpg", ()),
+    ("/usr/share/backgrounds", "*_by_*.jpg",
+     ("Fossa_by_Jasper_Roks", "Infinite-Sea_by_Aury88", "Painting-Colors_by__herobrine7gamer",
+      "umang_by_Abhishek_Mudgal")),
+)
+#: scikit-image's offline photos of surfaces (brick wall, grass, gravel)
+SKIMAGE_TEXTURE_PHOTOS: tuple[str, ...] = ("brick", "grass", "gravel")
+#: never textures: the photos ``serve`` offers as built-in scenes (``server.scenes.BUILTIN_SCENES``; ``cat`` is
+#: ``chelsea``) stay an honest test of photos no model has seen
+EXCLUDED_PHOTOS: tuple[str, ...] = ("coffee", "astronaut", "chelsea", "cat", "rocket")
+
+
 class AssetMissingError(FileNotFoundError):
     """A required asset is absent; the message says how to create it."""
 
@@ -103,3 +119,27 @@ def sha256_hex(source: bytes | str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def texture_photo_files() -> list[Path]:
+    """The real photographs the synthetic world may use as textures, sorted by path.
+
+    ``$HAND2WORLD_PHOTOS`` (folders separated by ``os.pathsep``; every .jpg/.jpeg/.png in them)
+    replaces the default sources: ``TEXTURE_PHOTO_SOURCES`` plus scikit-image's
+    ``SKIMAGE_TEXTURE_PHOTOS``. Any file whose stem is in ``EXCLUDED_PHOTOS`` is dropped.
+    """
+    files: list[Path] = []
+    env = os.environ.get("HAND2WORLD_PHOTOS")
+    if env:
+        for folder in filter(None, env.split(os.pathsep)):
+            files += [f for f in Path(folder).expanduser().iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    else:
+        for folder, pattern, not_photos in TEXTURE_PHOTO_SOURCES:
+            files += [f for f in Path(folder).glob(pattern) if f.stem not in not_photos]
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")
+        if spec is not None and spec.submodule_search_locations:
+            data = Path(next(iter(spec.submodule_search_locations))) / "data"
+            files += [data / f"{n}.png" for n in SKIMAGE_TEXTURE_PHOTOS if (data / f"{n}.png").is_file()]
+    return sorted(f for f in files if f.is_file() and f.stem.lower() not in EXCLUDED_PHOTOS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hand2world set-up: idempotent; safe to run on every `make run` / `make test`.
 #   1. system packages through apt, only those missing (EGL/Mesa, GL/glib for OpenCV, ffmpeg,
-#      Chromium for browser tests, an emoji font for the fake-webcam hand)
+#      Chromium for browser tests, an emoji font for the fake-webcam hand, desktop-background
+#      packages whose real photographs texture the synthetic world: hand2world.paths.TEXTURE_PHOTO_SOURCES)
 #   2. .venv with torch==2.13.0 installed FIRST (the CPU wheel), then this package and its extras
 #   3. npm assets for the client (MediaPipe tasks-vision, WebXR hand meshes)
 #   4. real test footage from Debian's opencv-doc (cup video, palm photo)
@@ -14,7 +15,8 @@ H2W_HOME=${HAND2WORLD_HOME:-$HOME/.cache/hand2world}
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # 1. system packages -----------------------------------------------------------------------
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 ffmpeg chromium fonts-noto-color-emoji)
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 ffmpeg chromium fonts-noto-color-emoji
+  mate-backgrounds lomiri-wallpapers)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

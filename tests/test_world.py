@@ -318,3 +318,80 @@ def test_pool_fails_fast_when_workers_cannot_start(tmp_path):
     assert "WorkerPoolError" in proc.stderr and "stdin" in proc.stderr, proc.stderr[-2000:]
     assert time.monotonic() - t0 < 120
     assert not list((tmp_path / "ds").glob("shard-*.zip"))
+
+
+@pytest.fixture
+def photo_dir(tmp_path, monkeypatch):
+    """``$HAND2WORLD_PHOTOS`` pointed at a fresh folder; the per-process pool cache cleared around the test."""
+    from hand2world.world.photos import photo_pool
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    monkeypatch.setenv("HAND2WORLD_PHOTOS", str(folder))
+    photo_pool.cache_clear()
+    yield folder
+    photo_pool.cache_clear()
+
+
+def test_texture_photos_never_include_the_serve_scenes(photo_dir, monkeypatch):
+    """The photos ``serve`` offers as built-in scenes are excluded by name, from the default sources (skimage's
+    data folder holds them beside the textures) and from a user's folder alike."""
+    import cv2
+
+    from hand2world.paths import EXCLUDED_PHOTOS, texture_photo_files
+    from server.scenes import BUILTIN_SCENES
+
+    assert set(BUILTIN_SCENES) <= set(EXCLUDED_PHOTOS)
+    img = np.full((8, 8, 3), 128, np.uint8)
+    for name in ("coffee.png", "Astronaut.jpg", "rocket.jpg", "wood.png"):
+        cv2.imwrite(str(photo_dir / name), img)
+    assert [f.name for f in texture_photo_files()] == ["wood.png"]
+    monkeypatch.delenv("HAND2WORLD_PHOTOS")
+    default = texture_photo_files()
+    skimage_data = pytest.importorskip("skimage.data")
+    from pathlib import Path
+
+    assert (Path(skimage_data.__file__).parent / "coffee.png").is_file()  # there, and still never a texture
+    assert not {f.stem.lower() for f in default} & set(EXCLUDED_PHOTOS)
+    assert {"brick", "grass", "gravel"} <= {f.stem for f in default}
+
+
+def test_photo_textures_show_and_fall_back(photo_dir, tmp_path, caplog):
+    """A photo pool textures surfaces (a pure-magenta photo turns table/floor/wall pixels magenta, and the clip
+    says which photo it used); the pool's digest is recorded, and a different pool cannot resume the dataset;
+    with no photo at all the world warns and renders exactly what it renders with photos off."""
+    import json
+    import logging
+
+    import cv2
+
+    from hand2world.world.photos import photo_pool
+
+    magenta = np.zeros((64, 64, 3), np.uint8)
+    magenta[..., [0, 2]] = 255  # BGR: blue + red
+    cv2.imwrite(str(photo_dir / "magenta.png"), magenta)
+    res = synthesize(tmp_path / "p", 3, 3, 48, seed=11, workers=1, progress=False)
+    ds = ClipDataset(tmp_path / "p")
+    metas = [ds.meta(i) for i in range(3)]
+    assert all(m["photos"] in ("", "magenta") for m in metas) and any(m["photos"] for m in metas)
+    cfg = json.loads((tmp_path / "p" / "world.json").read_text())
+    assert cfg["photo_pool"] == photo_pool().digest != "" and res["index"]["world"]["photo_pool"] == cfg["photo_pool"]
+    for i, m in enumerate(metas):
+        v = ds[i]["scene"].astype(int)
+        mag = ((v[..., 0] > 2 * v[..., 1] + 10) & (v[..., 2] > 2 * v[..., 1] + 10)).mean()
+        assert (mag > 0.05) == bool(m["photos"]), (i, mag, m["photos"])
+    cv2.imwrite(str(photo_dir / "more.png"), magenta[:32])
+    photo_pool.cache_clear()
+    with pytest.raises(ValueError, match="photo_pool"):
+        synthesize(tmp_path / "p", 3, 3, 48, seed=11, workers=1, progress=False)
+    for f in photo_dir.iterdir():
+        f.unlink()
+    photo_pool.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hand2world.world.photos"):
+        synthesize(tmp_path / "none", 2, 3, 48, seed=11, workers=1, progress=False)
+    assert "no texture photos" in caplog.text
+    synthesize(tmp_path / "off", 2, 3, 48, seed=11, workers=1, progress=False, photos=False)
+    a, b = ClipDataset(tmp_path / "none"), ClipDataset(tmp_path / "off")
+    for i in range(2):
+        np.testing.assert_array_equal(a[i]["video"], b[i]["video"])
+        np.testing.assert_array_equal(a[i]["scene"], b[i]["scene"])

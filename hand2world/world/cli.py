@@ -22,7 +22,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from hand2world.world.synth import synthesize
 
     result = synthesize(args.out, args.clips, args.frames, args.size, args.seed, args.workers, fps=args.fps,
-                        split=args.split, shard_size=args.shard_size, arms=args.arms)
+                        split=args.split, shard_size=args.shard_size, arms=args.arms, photos=args.photos)
     print(json.dumps({k: result[k] for k in ("made", "skipped", "seconds")} | {
         "num_clips": result["index"]["num_clips"], "out": str(args.out)}, indent=2))
     return 0
@@ -77,6 +77,8 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     s.add_argument("--shard-size", type=int, default=50, help="clips per shard file")
     s.add_argument("--arms", action=argparse.BooleanOptionalAction, default=True,
                    help="draw a forearm on each hand (default: on)")
+    s.add_argument("--photos", action=argparse.BooleanOptionalAction, default=True,
+                   help="real photographs as table, floor, wall and label textures (default: on)")
     s.set_defaults(func=_cmd_synth)
     v = world.add_parser("preview", help="contact sheet: RGB | control | masks | depth for a few clips")
     v.add_argument("root", help="dataset folder")

@@ -24,14 +24,16 @@ Design choices:
   tiles, skin) from two colours and a scale, evaluated on texture coordinates that move with
   the surface: a mesh's own frame for rigid meshes, a static per-vertex copy for hands (their
   first-frame surface in the hand's frame), so skin detail stays on the skin; nothing is
-  uploaded per texture. Skin is 3-D noise (blotches, grain, marks, palm creases) plus a
-  palm-side tone, lit with wrap lighting.
+  uploaded per procedural texture. Skin is 3-D noise (blotches, grain, marks, palm creases) plus a
+  palm-side tone, lit with wrap lighting. Real photographs are image textures on the same
+  planar coordinates (``set_photo`` uploads each once per renderer, with mipmaps; a material
+  picks one with a tile size, rotation, crop, tint and saturation; mirrored repeats hide seams).
 - Lighting: hemispheric ambient (sky from above, a bounce from below) + one directional key
   light (Lambert, or wrapped for skin) + a Blinn-Phong highlight. The key light casts shadows
   (hands and arms on the table, objects on each other): an orthographic depth map along the
   light (1024², covering the table) of the casters (objects, hands, arms; the table and room
   only receive) rendered every frame with the id-only program, sampled with percentage-closer
-  soft shadows (8-tap blocker search, 12-tap bilinear PCF on a per-pixel rotated disk, a
+  soft shadows (a 16-texel blocker search in 4 gathers, 8-tap bilinear PCF on a per-pixel rotated disk, a
   slope-scaled bias): the penumbra grows with the caster-receiver distance times the light's
   angular size (``set_light(softness=...)``), so shadows range from hard to soft per clip and
   harden where a hand touches the table. Colours pass a soft shoulder above 0.8 instead of a
@@ -85,7 +87,7 @@ void main() {
 """
 
 _FRAGMENT = """
-#version 330
+#version 400
 uniform vec3 u_col_a;
 uniform vec3 u_col_b;
 uniform int u_pattern;
@@ -96,6 +98,11 @@ uniform float u_wrap;
 uniform vec3 u_palm_col;
 uniform float u_palm;
 uniform float u_detail;
+uniform sampler2D u_photo;
+uniform float u_use_photo;
+uniform vec4 u_photo_crop;
+uniform vec3 u_photo_map;
+uniform float u_photo_sat;
 uniform vec3 u_light_dir;
 uniform vec3 u_light_col;
 uniform vec3 u_ambient;
@@ -116,7 +123,11 @@ layout(location = 0) out vec4 out_color;
 layout(location = 1) out float out_depth;
 
 float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
-float hash3(vec3 p) { return fract(sin(dot(p, vec3(127.1, 311.7, 74.7))) * 43758.5453); }
+float hash3(vec3 p) {  // arithmetic (no sin): cheap on llvmpipe
+    p = fract(p * 0.1031);
+    p += dot(p, p.zyx + 31.32);
+    return fract((p.x + p.y) * p.z);
+}
 float vnoise(vec2 p) {
     vec2 i = floor(p), f = fract(p);
     vec2 u = f * f * (3.0 - 2.0 * f);
@@ -132,7 +143,6 @@ float vnoise3(vec3 p) {
     return mix(a, b, u.z);
 }
 float fbm(vec2 p) { return 0.5 * vnoise(p) + 0.3 * vnoise(2.03 * p) + 0.2 * vnoise(4.01 * p); }
-float fbm3(vec3 p) { return 0.5 * vnoise3(p) + 0.3 * vnoise3(2.03 * p) + 0.2 * vnoise3(4.01 * p); }
 
 float pattern(vec2 uv) {
     vec2 p = uv * u_scale;
@@ -147,10 +157,10 @@ float pattern(vec2 uv) {
 // skin: 3-D noise on the surface's rest coordinates (x along the fingers / the arm, y toward the palm)
 vec3 skin(vec3 p, vec3 pn) {
     vec3 q = p * u_scale;
-    float blotch = fbm3(q * 0.12);                      // centimetre-scale redness and evenness
+    float blotch = 0.65 * vnoise3(q * 0.12) + 0.35 * vnoise3(q * 0.29);  // centimetre-scale redness, evenness
     vec3 c = mix(u_col_a, u_col_b, u_detail * smoothstep(0.35, 0.85, blotch));
     c *= 1.0 + u_detail * 0.16 * (vnoise3(q * 1.7) - 0.5);  // fine grain (pores, hair shadow)
-    c *= 1.0 - u_detail * 0.10 * smoothstep(0.72, 0.9, fbm3(q * 0.5 + 7.0));  // freckles, small marks
+    c *= 1.0 - u_detail * 0.10 * smoothstep(0.75, 0.95, vnoise3(q * 0.5 + 7.0));  // freckles, small marks
     float side = smoothstep(-0.15, 0.55, normalize(pn).y);  // 1 on the palm side
     c = mix(c, u_palm_col, u_palm * side);
     float line = abs(fract(p.x * 140.0 + 1.2 * vnoise3(q * 0.25)) - 0.5) * 2.0;  // creases across the fingers
@@ -169,25 +179,30 @@ float shadow_lit(vec3 lp, float bias) {
     mat2 rot = mat2(cos(a), sin(a), -sin(a), cos(a));
     float search = u_min_radius + u_penumbra * 0.08;
     float blockers = 0.0, zb = 0.0;
-    for (int i = 0; i < 8; i++) {
-        float d = texture(u_shadow_raw, lp.xy + rot * DISK[i] * search).r;
-        if (d < zr) { blockers += 1.0; zb += d; }
+    for (int i = 0; i < 4; i++) {  // 4 gathers: 16 depths
+        vec4 d = textureGather(u_shadow_raw, lp.xy + rot * DISK[i] * search);
+        vec4 hit = step(d, vec4(zr - 1e-6));
+        blockers += dot(hit, vec4(1.0));
+        zb += dot(hit, d);
     }
     if (blockers == 0.0) return 1.0;
     float radius = max(u_min_radius, (zr - zb / blockers) * u_penumbra);
     float lit = 0.0;
-    for (int i = 0; i < 12; i++) lit += texture(u_shadow, vec3(lp.xy + rot * DISK[i] * radius, zr));
-    return lit / 12.0;
+    for (int i = 4; i < 12; i++) lit += texture(u_shadow, vec3(lp.xy + rot * DISK[i] * radius, zr));
+    return lit / 8.0;
 }
 
 void main() {
     vec3 an = abs(v_local_normal);
     vec3 albedo;
+    vec2 uv = an.z >= max(an.x, an.y) ? v_local.xy : (an.x >= an.y ? v_local.yz : v_local.xz);
     if (u_pattern == 6) albedo = skin(v_local, v_local_normal);
-    else {
-        vec2 uv = an.z >= max(an.x, an.y) ? v_local.xy : (an.x >= an.y ? v_local.yz : v_local.xz);
-        albedo = mix(u_col_a, u_col_b, pattern(uv));
-    }
+    else if (u_use_photo > 0.5) {  // a photo: rotated, tiled with mirrored repeats, cropped, tinted
+        vec2 q = mat2(u_photo_map.y, u_photo_map.z, -u_photo_map.z, u_photo_map.y) * uv * u_photo_map.x;
+        vec2 m = 1.0 - abs(mod(q, 2.0) - 1.0);
+        vec3 t = texture(u_photo, u_photo_crop.xy + m * u_photo_crop.zw).rgb;
+        albedo = mix(vec3(dot(t, vec3(0.299, 0.587, 0.114))), t, u_photo_sat) * u_col_a;
+    } else albedo = mix(u_col_a, u_col_b, pattern(uv));
     vec3 n = normalize(v_normal);
     vec3 view = normalize(u_eye - v_world);
     if (dot(n, view) < 0.0) n = -n;
@@ -226,7 +241,10 @@ class Material:
     Blinn-Phong exponent (0: matte) and strength; ``wrap``: light wrapped past the terminator
     (0 Lambert; skin ~0.3). Skin (``pattern == PATTERNS.index("skin")``): ``color_b`` is the blotch
     tone, ``detail`` the strength of blotches, grain, marks and creases, ``palm`` the palm-side
-    albedo (None: no palm tone).
+    albedo (None: no palm tone). Photo (``photo``: a key given to ``WorldRenderer.set_photo``): the
+    surface shows that image tinted by ``color_a``, one mirrored tile per ``photo_tile`` metres,
+    rotated by ``photo_angle`` (radians), sampled inside ``photo_crop`` (u0, v0, du, dv in 0..1),
+    its saturation scaled by ``photo_saturation``; ``pattern`` is then ignored.
     """
 
     color_a: tuple[float, float, float]
@@ -238,6 +256,11 @@ class Material:
     wrap: float = 0.0
     detail: float = 1.0
     palm: tuple[float, float, float] | None = None
+    photo: str | None = None
+    photo_tile: float = 1.0
+    photo_angle: float = 0.0
+    photo_crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    photo_saturation: float = 1.0
 
 
 def projection_from_K(K: np.ndarray, height: int, width: int, near: float = 0.02, far: float = 20.0) -> np.ndarray:
@@ -310,6 +333,8 @@ class WorldRenderer:
         self.prog["u_use_shadow"].value = 1.0 if shadow_size else 0.0
         self._light_vp = np.eye(4)
         self._proj = _mat(np.eye(4))
+        self.prog["u_photo"].value = 2
+        self.photos: dict[str, moderngl.Texture] = {}
         self.meshes: list[_Drawable] = []
         self.hands: dict[int, _Drawable] = {}
         self.hand_vertices: dict[int, np.ndarray] = {}
@@ -360,6 +385,21 @@ class WorldRenderer:
         # penumbra radius in shadow-map uv per unit of light depth ([0, 1] spans far - near metres)
         self.prog["u_penumbra"].value = float((far - near) * np.tan(max(softness, 0.0)) / (2 * extent))
         self.prog["u_min_radius"].value = 1.0 / max(self.shadow_size, 1)
+
+    def set_photo(self, key: str, rgb: np.ndarray) -> None:
+        """Make photo ``rgb`` (uint8 ``[h, w, 3]``) available to materials as ``key``: uploaded once, with
+        mipmaps (trilinear filtering), and kept for the renderer's life (``has_photo`` says whether it is)."""
+        if key in self.photos:
+            return
+        img = np.ascontiguousarray(rgb, dtype=np.uint8)
+        tex = self.ctx.texture((img.shape[1], img.shape[0]), 3, img.tobytes(), alignment=1)
+        tex.repeat_x = tex.repeat_y = False
+        tex.build_mipmaps()
+        tex.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+        self.photos[key] = tex
+
+    def has_photo(self, key: str) -> bool:
+        return key in self.photos
 
     def add_mesh(self, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, material: Material,
                  casts_shadow: bool = True) -> int:
@@ -414,6 +454,13 @@ class WorldRenderer:
         self.prog["u_detail"].value = float(m.detail)
         self.prog["u_palm"].value = 0.0 if m.palm is None else 1.0
         self.prog["u_palm_col"].value = tuple(m.color_a if m.palm is None else m.palm)
+        self.prog["u_use_photo"].value = 0.0 if m.photo is None else 1.0
+        if m.photo is not None:
+            self.photos[m.photo].use(location=2)
+            self.prog["u_photo_map"].value = (1.0 / m.photo_tile, float(np.cos(m.photo_angle)),
+                                              float(np.sin(m.photo_angle)))
+            self.prog["u_photo_crop"].value = tuple(float(c) for c in m.photo_crop)
+            self.prog["u_photo_sat"].value = float(m.photo_saturation)
         d.vao.render(moderngl.TRIANGLES)
 
     def _draw_id(self, d: _Drawable, ident: int) -> None:
@@ -495,7 +542,7 @@ class WorldRenderer:
             self.shadow_raw.use(location=1)
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        for d in [*self.meshes, *self.hands.values()]:
+        for d in [*self.hands.values(), *reversed(self.meshes)]:  # roughly front to back: less overdraw
             self._draw(d)
         rgba = np.frombuffer(self.fbo.read(components=4, attachment=0), np.uint8).reshape(h, w, 4)
         depth = np.frombuffer(self.fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(h, w)
@@ -509,4 +556,7 @@ class WorldRenderer:
             self.shadow_fbo.release()
             self.shadow_raw.release()
             self.shadow_map.release()
+        for tex in self.photos.values():
+            tex.release()
+        self.photos = {}
         self.ctx.release()

@@ -11,21 +11,30 @@ Rules:
   whose contrast grows with the tone's darkness, light wrapped past the terminator (0.15-0.45)
   and a weak sheen.
 - The key light: elevation 20-85 degrees at any azimuth, colour temperature 2,700-7,500 K
-  (a black-body fit, normalised to unit luminance) at intensity 0.45-1.05. Ambient 0.1-0.5 of a
+  (a black-body fit, normalised to unit luminance, raised to the power 0.4: the cast a
+  camera's auto white balance leaves) at intensity 0.45-1.05. Ambient 0.1-0.5 of a
   sky tint from above and a bounce from below tinted by the table. Shadows from hard (a sun's
   0.3 degrees) to soft (an overcast window's 14 degrees): the light's angular radius is
   log-uniform over that range (``WorldRenderer.set_light(softness=...)``).
+- Real photographs (``photos.photo_pool``), drawn after everything above so a look without
+  photos is the same with or without a pool: the table top (70 %), the floor (70 %) and the
+  walls (75 %, one photo for all three, like wallpaper) each show a photo with a random tile
+  size, rotation, square crop (35-100 % of the shorter side), saturation and tint; 35 % of
+  the boxes and cylinders wear one as a label. Grey photos (brick, gravel) get a random colour.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import colorsys
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hand2world.world.gl import PATTERNS, Material
+from hand2world.world.photos import PhotoPool
+from hand2world.world.scene import Scene
 
-__all__ = ["LOOK_STREAM", "SKIN_TONES", "Look", "kelvin_rgb", "sample_look", "skin_material"]
+__all__ = ["LOOK_STREAM", "SKIN_TONES", "Look", "kelvin_rgb", "photo_material", "sample_look", "skin_material"]
 
 #: third entry of the look generator's seed (``default_rng([seed, index, LOOK_STREAM])``)
 LOOK_STREAM = 1
@@ -37,6 +46,7 @@ SKIN_TONES: np.ndarray = np.array([
 ])
 _PALM_TONE = np.array([0.86, 0.64, 0.55])  # palms of every tone tend toward this pinkish beige
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
+_WHITE_BALANCE = 0.4  # a camera's auto white balance leaves this power of a light's colour cast
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Look:
     kelvin: float
     tone: float
     skin: Material
+    surfaces: dict[str, Material] = field(default_factory=dict)  # role ("table", "floor", "wall") -> material
+    objects: dict[int, Material] = field(default_factory=dict)  # object index -> material
 
 
 def kelvin_rgb(kelvin: float) -> np.ndarray:
@@ -80,15 +92,44 @@ def skin_material(rng: np.random.Generator) -> tuple[Material, float]:
     return mat, tone
 
 
-def sample_look(rng: np.random.Generator, table_color: np.ndarray) -> Look:
-    """Draw a clip's look (module rules); ``table_color`` RGB tints the bounce light from below."""
+def photo_material(rng: np.random.Generator, pool: PhotoPool, tile: tuple[float, float],
+                   crop: tuple[float, float] = (0.35, 1.0)) -> Material:
+    """A surface showing a random photo of ``pool``: tile size (m) and crop share drawn from the given ranges."""
+    photo = pool.photos[int(rng.integers(len(pool)))]
+    h, w = photo.rgb.shape[:2]
+    c = rng.uniform(*crop) * min(h, w)
+    du, dv = c / w, c / h
+    u0, v0 = rng.uniform(0, 1 - du), rng.uniform(0, 1 - dv)
+    if photo.grey:
+        tint = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.6, 1.1)))
+    else:
+        tint = rng.uniform(0.7, 1.05) * (1 + rng.uniform(-0.08, 0.08, 3))
+    return Material(tuple(np.clip(tint, 0, 1.2)), photo=photo.name, photo_tile=float(rng.uniform(*tile)),
+                    photo_angle=float(rng.uniform(0, 2 * np.pi)), photo_crop=(u0, v0, du, dv),
+                    photo_saturation=float(rng.uniform(0.5, 1.1)))
+
+
+def sample_look(rng: np.random.Generator, scene: Scene, pool: PhotoPool | None = None) -> Look:
+    """Draw a clip's look (module rules); ``pool``: photos for surfaces (None or empty: procedural only)."""
+    table_color = np.asarray(scene.surfaces[scene.surface_roles.index("table")][1].color_a)
     elev, azim = np.deg2rad(rng.uniform(20, 85)), rng.uniform(0, 2 * np.pi)
     light_dir = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
     kelvin = float(rng.uniform(2700, 7500))
-    light_color = rng.uniform(0.45, 1.05) * kelvin_rgb(kelvin)
-    sky = kelvin_rgb(float(rng.uniform(5500, 11000)))  # sky and room light: neutral to blue
+    light_color = rng.uniform(0.45, 1.05) * kelvin_rgb(kelvin) ** _WHITE_BALANCE
+    sky = kelvin_rgb(float(rng.uniform(5500, 11000))) ** _WHITE_BALANCE  # sky and room light: neutral to blue
     ambient = rng.uniform(0.1, 0.5) * sky
     ground = ambient * rng.uniform(0.35, 0.8) * (0.5 + 0.5 * np.asarray(table_color, np.float64))
     softness = float(np.exp(rng.uniform(np.log(0.005), np.log(0.25))))
     skin, tone = skin_material(rng)
-    return Look(light_dir, light_color, ambient, ground, softness, kelvin, tone, skin)
+    look = Look(light_dir, light_color, ambient, ground, softness, kelvin, tone, skin)
+    if pool is not None and len(pool):
+        for role, p, tile in (("table", 0.7, (0.15, 0.6)), ("floor", 0.7, (0.3, 1.2)), ("wall", 0.75, (0.5, 2.0))):
+            if rng.random() < p:
+                look.surfaces[role] = photo_material(rng, pool, tile)
+        for i, obj in enumerate(scene.objects):
+            if obj.kind in ("box", "cylinder") and rng.random() < 0.35:
+                big = float(max(obj.size))
+                mat = photo_material(rng, pool, (big, 2 * big), crop=(0.2, 0.7))
+                mat.shine = obj.material.shine
+                look.objects[i] = mat
+    return look

@@ -78,7 +78,8 @@ class SceneObject:
 
 @dataclass
 class Scene:
-    """A sampled scene: static surfaces (mesh, material, pose), objects, light, camera base pose and ``K``."""
+    """A sampled scene: static surfaces (mesh, material, pose) with their roles, objects, light, camera base
+    pose and ``K``."""
 
     surfaces: list[tuple[Mesh, Material, np.ndarray]]
     objects: list[SceneObject]
@@ -89,6 +90,7 @@ class Scene:
     eye: np.ndarray
     target: np.ndarray
     extra: dict = field(default_factory=dict)
+    surface_roles: list[str] = field(default_factory=list)  # per surface: "table", "leg", "floor", "wall"
 
     def K(self, height: int, width: int) -> np.ndarray:
         """``[3, 3]`` intrinsics for an image of ``height x width`` pixels."""
@@ -171,7 +173,9 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 6) -> Scene:
     ambient = rng.uniform(0.22, 0.45) * np.array([1 - 0.05 * warmth, 1.0, 1 + 0.08 * warmth])
     eye = np.array([rng.uniform(-0.04, 0.04), rng.uniform(-0.5, -0.4), rng.uniform(0.22, 0.36)])
     target = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.02, 0.1), 0.0])
-    return Scene(surfaces, objects, light_dir, light_color, ambient, float(rng.uniform(55, 75)), eye, target)
+    roles = ["table", *["leg"] * 4, "floor", *["wall"] * 3]
+    return Scene(surfaces, objects, light_dir, light_color, ambient, float(rng.uniform(55, 75)), eye, target,
+                 surface_roles=roles)
 
 
 def head_trajectory(rng: np.random.Generator, base_c2w: np.ndarray, frames: int, fps: float,

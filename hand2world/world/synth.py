@@ -58,6 +58,7 @@ from hand2world.world.dynamics import simulate
 from hand2world.world.gl import WorldRenderer
 from hand2world.world.look import LOOK_STREAM, sample_look
 from hand2world.world.meshes import Mesh, forearm_mesh, vertex_normals
+from hand2world.world.photos import photo_pool
 from hand2world.world.rig import HandRig, PosedHand
 from hand2world.world.scene import head_trajectory, sample_scene
 
@@ -67,8 +68,9 @@ __all__ = ["DEFAULT_FPS", "WorkerPoolError", "WorldSettings", "make_clip", "synt
 
 DEFAULT_FPS = 16.0
 CONFIG = "world.json"
-#: appearance version: 1 fixed skin colours and light ranges; 2 ``look`` (skin texture, light, soft shadows)
-STYLE = 2
+#: appearance version: 1 fixed skin colours and light ranges; 2 ``look`` (skin texture, light, soft shadows);
+#: 3 the same with a camera's white balance and real photographs on surfaces (``photos``)
+STYLE = 3
 _TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
 _WRIST_BAND = 0.015  # m: vertices this close to the hand mesh's proximal end form its wrist section
 
@@ -84,15 +86,22 @@ class WorldSettings:
     split: str = "train"
     shard_size: int = 50
     arms: bool = True  # draw a forearm on each hand (``_forearm``)
+    photos: bool = True  # real photographs on surfaces (``photos.photo_pool``; none installed: procedural only)
     style: int = STYLE  # appearance version (``STYLE``): clips of another style are never mixed into a dataset
 
 
 #: values a dataset whose ``world.json`` predates a setting was made with
-LEGACY_SETTINGS: dict[str, object] = {"arms": False, "style": 1}
+LEGACY_SETTINGS: dict[str, object] = {"arms": False, "style": 1, "photos": False, "photo_pool": ""}
 
 
 class WorkerPoolError(RuntimeError):
     """The worker pool lost a process (e.g. workers that cannot start): raised at once, never respawned."""
+
+
+def mask_scale(size: int) -> int:
+    """Coverage sub-samples per pixel side of the hand masks: 5 up to 128 px, 3 above (at least 640
+    samples across the image either way; an odd count keeps the pixel centre among them)."""
+    return 5 if size <= 128 else 3
 
 
 class _Engine:
@@ -100,7 +109,7 @@ class _Engine:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.renderer = WorldRenderer(size, size)
+        self.renderer = WorldRenderer(size, size, mask_scale=mask_scale(size))
         self.rig = HandRig()
 
 
@@ -187,8 +196,8 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
     engine = _engine(S)
     rng = np.random.default_rng([settings.seed, index])
     scene = sample_scene(rng)
-    look = sample_look(np.random.default_rng([settings.seed, index, LOOK_STREAM]),
-                       np.asarray(scene.surfaces[0][1].color_a))
+    pool = photo_pool() if settings.photos else None
+    look = sample_look(np.random.default_rng([settings.seed, index, LOOK_STREAM]), scene, pool)
     K = scene.K(S, S)
     c2w, moving = head_trajectory(rng, scene.base_c2w(), T, fps)
     script = sample_script(rng, scene, engine.rig, T / fps)
@@ -212,9 +221,13 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
     r = engine.renderer
     r.set_camera(K)
     r.set_light(look.light_dir, look.light_color, look.ambient, ground=look.ground, softness=look.softness)
-    for mesh, material, pose in scene.surfaces:
-        r.set_pose(r.add_mesh(*mesh, material, casts_shadow=False), pose)
-    handles = [r.add_mesh(*o.mesh(), o.material) for o in scene.objects]
+    used = sorted({m.photo for m in [*look.surfaces.values(), *look.objects.values()] if m.photo})
+    for photo in pool.photos if pool is not None else ():
+        if photo.name in used:
+            r.set_photo(photo.name, photo.rgb)  # uploaded once per worker
+    for (mesh, material, pose), role in zip(scene.surfaces, scene.surface_roles, strict=True):
+        r.set_pose(r.add_mesh(*mesh, look.surfaces.get(role, material), casts_shadow=False), pose)
+    handles = [r.add_mesh(*o.mesh(), look.objects.get(i, o.material)) for i, o in enumerate(scene.objects)]
     try:
         # the scene photo: the first camera, objects where they start, before any hand or arm exists
         for i, handle in enumerate(handles):
@@ -289,7 +302,7 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
         "objects_path": float(path.sum()), "head_moving": bool(moving), "num_hands": len(hands),
         "primary_side": script.tracks[0].side, "num_objects": n_obj, "fps": fps, "frames": T, "size": S,
         "split": settings.split, "seed": settings.seed, "style": settings.style, "skin_tone": look.tone,
-        "light_kelvin": look.kelvin, "shadow_softness": look.softness,
+        "light_kelvin": look.kelvin, "shadow_softness": look.softness, "photos": ",".join(used),
         **{k: v for k, v in script.extra.items() if isinstance(v, str | int | float | bool)},
     }
     present = np.array([s in {h.side for h in hands} for s in SIDES])
@@ -343,7 +356,7 @@ def _complete(path: Path, expected: int) -> bool:
 
 def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: int = 128, seed: int = 0,
                workers: int = 1, *, fps: float = DEFAULT_FPS, split: str = "train", shard_size: int = 50,
-               progress: bool = True, arms: bool = True) -> dict:
+               progress: bool = True, arms: bool = True, photos: bool = True) -> dict:
     """Write ``clips`` synthetic clips to ``out_dir`` (resumable; same seed, same bytes).
 
     Args:
@@ -354,6 +367,7 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
         fps, split, shard_size: frame rate, split label written to every clip, clips per shard.
         progress: show a tqdm bar.
         arms: draw forearms (hand masks, joints and the control render stay the hands' alone).
+        photos: texture surfaces with real photographs (``photos.photo_pool``; procedural if none).
 
     Returns:
         ``{"index": <index.json>, "made": clips made now, "skipped": clips already there,
@@ -361,15 +375,17 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = WorldSettings(frames, size, seed, fps, split, shard_size, arms)
+    settings = WorldSettings(frames, size, seed, fps, split, shard_size, arms, photos=photos)
+    # what the clips are a function of: the settings and, with photos, the texture pool's digest
+    config = asdict(settings) | {"photo_pool": photo_pool().digest if photos else ""}
     cfg_path = out / CONFIG
     if cfg_path.is_file():
         # a setting added later has its legacy value in a dataset that does not record it
         old = {**LEGACY_SETTINGS, **json.loads(cfg_path.read_text())}
-        if old != asdict(settings):
-            raise ValueError(f"{out} holds clips made with {old}; asked for {asdict(settings)} (use another folder)")
+        if old != config:
+            raise ValueError(f"{out} holds clips made with {old}; asked for {config} (use another folder)")
     else:
-        cfg_path.write_text(json.dumps(asdict(settings), indent=1, sort_keys=True))
+        cfg_path.write_text(json.dumps(config, indent=1, sort_keys=True))
     shards = (clips + shard_size - 1) // shard_size
     todo = [k for k in range(shards) if not _complete(out / shard_name(k), _shard_len(k, clips, shard_size))]
     skipped = clips - sum(_shard_len(k, clips, shard_size) for k in todo)
@@ -412,7 +428,7 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    index = write_index(out, extra={"world": asdict(settings)})
+    index = write_index(out, extra={"world": config})
     log.info("world synth: %d clips in %s (%d made in %.1f s, %d already there)", index["num_clips"], out,
              clips - skipped, seconds, skipped)
     return {"index": index, "made": clips - skipped, "skipped": skipped, "seconds": seconds, "timings": timings}
