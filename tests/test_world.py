@@ -395,3 +395,37 @@ def test_photo_textures_show_and_fall_back(photo_dir, tmp_path, caplog):
     for i in range(2):
         np.testing.assert_array_equal(a[i]["video"], b[i]["video"])
         np.testing.assert_array_equal(a[i]["scene"], b[i]["scene"])
+
+
+def test_realism_counts_visible_hand_frames_only(tmp_path):
+    """``world realism``: MediaPipe's rate over the frames whose ground truth shows a hand. A real palm photo in two
+    hand frames, a blank frame that claims a hand (a miss) and a blank frame without one (not counted): 2/3."""
+    import cv2
+
+    from hand2world.cli import main
+    from hand2world.data import ClipWriter, actions_from
+    from hand2world.io import read_image
+    from hand2world.paths import asset_path
+    from hand2world.world.realism import realism
+
+    for name in ("hand_landmarker.task", "handSrc.jpg"):
+        if not asset_path(name, must_exist=False).is_file():
+            pytest.skip(f"{name} missing: run `make setup`")
+    palm = cv2.resize(read_image(asset_path("handSrc.jpg")), (192, 192), interpolation=cv2.INTER_AREA)
+    t, s = 4, 192
+    video = np.stack([palm, palm, np.full_like(palm, 90), np.full_like(palm, 90)])
+    vis = np.zeros((t, s, s), bool)
+    vis[:3, 40:150, 40:150] = True
+    j = np.full((t, 2, 21, 3), np.nan, np.float32)
+    c2w = np.tile(np.eye(4, dtype=np.float32), (t, 1, 1))
+    clip = {"video": video, "control": np.zeros_like(video), "K": np.eye(3, dtype=np.float32), "c2w": c2w,
+            "joints3d": j, "joints2d": j[..., :2], "hand_mask": vis, "visible_mask": vis,
+            "depth": np.ones((t, s, s), np.float32), "actions": actions_from(c2w, j),
+            "meta": {"action": "wave", "split": "test", "seed": 0, "skin_tone": 0.9}}
+    with ClipWriter(tmp_path / "ds") as w:
+        w.add(clip)
+    r = realism(tmp_path / "ds", sizes=(192,))
+    assert r["hand_frames"] == 3 and r["frames"] == 4 and r["data_size"] == 192
+    assert r["rates"][192] == pytest.approx(2 / 3)
+    assert r["by_tone"][192]["dark"] == pytest.approx(2 / 3) and r["by_tone"][192]["light"] is None
+    assert main(["world", "realism", "--data", str(tmp_path / "ds"), "--sizes", "192"]) == 0

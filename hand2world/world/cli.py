@@ -1,7 +1,7 @@
-"""`hand2world world synth|preview` and `hand2world bench world` (registered through ``cli.COMMAND_MODULES``).
+"""`hand2world world synth|preview|realism` and `hand2world bench world` (registered through ``cli.COMMAND_MODULES``).
 
-Design choices: argument parsing only; the work is ``synth.synthesize`` and
-``preview.write_contact_sheet``. The benchmark runs a real ``synthesize`` into a temporary
+Design choices: argument parsing only; the work is ``synth.synthesize``,
+``preview.write_contact_sheet`` and ``realism.realism``. The benchmark runs a real ``synthesize`` into a temporary
 folder (writing included) and extrapolates to the floor's 1,000 clips.
 """
 
@@ -35,6 +35,15 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else outputs_dir() / "world_sheet.png"
     write_contact_sheet(args.root, out, clips=args.clips, frames_per_clip=args.frames)
     print(out)
+    return 0
+
+
+def _cmd_realism(args: argparse.Namespace) -> int:
+    from hand2world.world.realism import realism
+
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    result = realism(args.data, args.clips, sizes, min_fraction=args.min_fraction)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -86,6 +95,13 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     v.add_argument("--clips", type=int, default=6)
     v.add_argument("--frames", type=int, default=3, help="frames shown per clip")
     v.set_defaults(func=_cmd_preview)
+    r = world.add_parser("realism", help="MediaPipe's hand detection rate on the dataset's own frames, per size")
+    r.add_argument("--data", required=True, help="dataset folder")
+    r.add_argument("--clips", type=int, help="first N clips (default: all)")
+    r.add_argument("--sizes", default="256,128", help="comma-separated resolutions to judge at (px)")
+    r.add_argument("--min-fraction", type=float, default=0.005,
+                   help="a frame counts when its visible hand covers this share of it")
+    r.set_defaults(func=_cmd_realism)
 
     def configure(b: argparse.ArgumentParser) -> None:
         b.add_argument("--clips", type=int, default=100)

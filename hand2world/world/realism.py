@@ -1,0 +1,88 @@
+"""Realism of a clip dataset, judged by MediaPipe's hand landmarker (``hand2world world realism``).
+
+Rules:
+- The judge is ``tracking.hands_found``: image mode, each frame upscaled to a 512 px short side
+  before detection, as every rate this project reports.
+- The rate is over the frames where a hand is visible in the ground truth: ``visible_mask``
+  covers at least ``min_fraction`` of the frame (default 0.5 %, eval's hand frames,
+  ``eval.scores.visible_hand_frames``); frames without a visible hand are not counted.
+- Per resolution: the dataset's frames are first downscaled (``INTER_AREA``) to each requested
+  size (never upscaled past the data), so one dataset answers "how real does it look at 256
+  and at 128 px". The same frames and the same judge at every size.
+- Breakdowns by skin tone (``meta["skin_tone"]`` in thirds, light to dark) and by whether the
+  clip's head moves, where the dataset records them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["realism"]
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def realism(root: str | os.PathLike, clips: int | None = None, sizes: tuple[int, ...] = (256, 128),
+            min_fraction: float = 0.005, tracker: Any = None) -> dict:
+    """MediaPipe's detection rate on a dataset's own ground-truth frames (see module rules).
+
+    Args:
+        root: dataset folder; clips: the first ``clips`` clips (default all); sizes: resolutions (px).
+        min_fraction: visible hand share of the frame that makes a frame count.
+        tracker: an image-mode ``HandTracker`` to reuse (default: one made and closed here).
+
+    Returns:
+        ``{"clips", "hand_frames", "frames", "rates": {size: rate}, "by_tone": {size: {third: rate}},
+        "by_head": {size: {"still"|"moving": rate}}, "data_size", "style"}``; a rate is None without frames.
+    """
+    from hand2world.data import ClipDataset
+    from hand2world.eval.scores import visible_hand_frames
+    from hand2world.tracking import HandTracker, detection_rate, hands_found
+
+    ds = ClipDataset(root, keys=["video", "visible_mask"])
+    n = len(ds) if clips is None else min(clips, len(ds))
+    own = tracker is None
+    tracker = tracker or HandTracker(mode="image")
+    found: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
+    tones, heads = [], []
+    data_size, total, style = 0, 0, None
+    try:
+        for i in range(n):
+            c, meta = ds[i], ds.meta(i)
+            data_size = c["video"].shape[1]
+            total += len(c["video"])
+            style = meta.get("style", 1)
+            where = visible_hand_frames(c, int(min_fraction * c["video"].shape[1] * c["video"].shape[2]))
+            frames = c["video"][where]
+            for s in sizes:
+                found[s].append(hands_found(_resize(frames, min(s, data_size)), tracker=tracker))
+            tone = meta.get("skin_tone")
+            tones.append(np.full(int(where.sum()), -1 if tone is None else min(int(3 * tone), 2)))
+            heads.append(np.full(int(where.sum()), bool(meta.get("head_moving", False))))
+    finally:
+        if own:
+            tracker.close()
+    tone_of = np.concatenate(tones) if tones else np.zeros(0, int)
+    head_of = np.concatenate(heads) if heads else np.zeros(0, bool)
+    out: dict[str, Any] = {"clips": n, "frames": total, "hand_frames": int(len(tone_of)), "data_size": data_size,
+                           "style": style, "rates": {}, "by_tone": {}, "by_head": {}}
+    for s in sizes:
+        f = np.concatenate(found[s]) if found[s] else np.zeros(0, bool)
+        out["rates"][s] = detection_rate(f)
+        if (tone_of >= 0).any():
+            out["by_tone"][s] = {name: detection_rate(f, tone_of == k) for k, name in
+                                 enumerate(("light", "medium", "dark"))}
+        out["by_head"][s] = {"still": detection_rate(f, ~head_of), "moving": detection_rate(f, head_of)}
+        log.info("realism %s at %d px: %s of %d frames with a visible hand", root, s, out["rates"][s], len(f))
+    return out
