@@ -11,15 +11,28 @@
 // - WebXR mode (shown only where a headset offers immersive sessions with hand tracking): the 25
 //   XRHand joints and the viewer pose go out as `xrhands` messages; the server maps them to 21.
 // - `window.h2w` exposes the live state (stats, counters) for people debugging and for tests.
+// - Kiosk mode (`serve --kiosk`): the server says this page's role in `kiosk` messages; only the
+//   active visitor's hands and head pose are sent, queued ones watch the shared output with their
+//   place in the queue shown. The kiosk page reconnects by itself (after a `busy` refusal, a lost
+//   connection or a server restart), with a growing delay of 1 to 10 s.
+// - A `ping` every 5 s keeps a session open while no hands are sent (the server closes a session
+//   that sends nothing for its idle timeout). `?access_token=` of this page's URL is forwarded
+//   to every request (servers started with --token).
 
 import { FilesetResolver, HandLandmarker } from "/vendor/tasks-vision/vision_bundle.mjs";
 
 const $ = (id) => document.getElementById(id);
+const ACCESS = new URLSearchParams(location.search).get("access_token");
+function withAccess(url) {  // forwards ?access_token= to the server's checked routes
+  if (!ACCESS) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(ACCESS)}`;
+}
 const state = {
   config: null, landmarker: null, stream: null, pc: null, dc: null, running: false,
   token: localStorage.getItem("h2w-token"), stats: null, started: null, errors: [],
   framesTracked: 0, handsDetected: 0, messagesSent: 0, controlImages: 0, trackMs: 0,
   head: { yaw: 0, pitch: 0, t: [0, 0, 0] }, lastVideoTime: -1, recorder: null,
+  kiosk: false, kioskState: null, reconnects: 0, retryTimer: null, pingTimer: null,
 };
 window.h2w = state;
 
@@ -31,7 +44,7 @@ function status(text, isError = false) {
 
 // ---------- config, scenes, upload ----------
 async function loadConfig() {
-  state.config = await (await fetch("/config")).json();
+  state.config = await (await fetch(withAccess("/config"))).json();
   const badge = $("mode-badge");
   if (state.config.mode === "preview") {
     badge.textContent = "PREVIEW: conditioning render over the scene photo, not generated video";
@@ -42,12 +55,13 @@ async function loadConfig() {
   }
   const kiosk = state.config.kiosk || new URLSearchParams(location.search).has("kiosk");
   document.body.classList.toggle("kiosk", kiosk);
+  state.kiosk = kiosk;
   return kiosk;
 }
 
 async function loadScenes(select) {
   const q = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
-  const data = await (await fetch(`/scenes${q}`)).json();
+  const data = await (await fetch(withAccess(`/scenes${q}`))).json();
   const sel = $("scene");
   const keep = select || sel.value || data.default;
   sel.replaceChildren(...data.scenes.map((s) => {
@@ -70,7 +84,7 @@ async function upload(file) {
     return;
   }
   const q = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
-  const r = await fetch(`/upload${q}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+  const r = await fetch(withAccess(`/upload${q}`), { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
   const data = await r.json();
   if (!r.ok) { status(`upload refused: ${data.detail}`, true); return; }
   state.token = data.token;
@@ -96,7 +110,7 @@ function move(local) {  // move in the camera's own frame
 
 function resetView() {
   state.head = { yaw: 0, pitch: 0, t: [0, 0, 0] };
-  send({ type: "reset" });
+  if (mayDrive()) send({ type: "reset" });
 }
 
 function setupHeadControls() {
@@ -156,6 +170,11 @@ function drawOverlay(result) {
   });
 }
 
+// Whether this page may steer: always, except a kiosk visitor waiting for its turn.
+function mayDrive() {
+  return !(state.config && state.config.kiosk) || (state.kioskState && state.kioskState.role === "active");
+}
+
 function track() {
   if (!state.running) return;
   const video = $("webcam");
@@ -173,7 +192,7 @@ function track() {
     }));
     if (hands.length) state.handsDetected += 1;
     drawOverlay(result);
-    if (send({ type: "hands", t: t0, hands, head: { c2w: c2w() } })) state.messagesSent += 1;
+    if (mayDrive() && send({ type: "hands", t: t0, hands, head: { c2w: c2w() } })) state.messagesSent += 1;
   }
   requestAnimationFrame(track);
 }
@@ -197,6 +216,7 @@ function onChannelMessage(e) {
   }
   const msg = JSON.parse(e.data);
   if (msg.type === "stats") { state.stats = msg; renderHud(); }
+  else if (msg.type === "kiosk") { state.kioskState = msg; renderKiosk(); }
   else if (msg.type === "error") status(`server: ${msg.error}: ${msg.detail}`, true);
   else if (msg.type === "started") { state.started = msg; status(`streaming (${msg.mode}) on scene ${msg.scene}`); }
 }
@@ -212,6 +232,28 @@ function renderHud() {
     `frames     ${s.frames_out ?? "–"}  late ${s.frames_dropped ?? "–"}`,
     `hands      ${s.hands_seen ?? "–"}  tracking ${f(state.trackMs, 0)} ms`,
   ].join("\n");
+}
+
+function renderKiosk() {
+  const k = state.kioskState, el = $("kiosk-banner");
+  if (!k) { el.hidden = true; return; }
+  el.hidden = false;
+  el.className = `kiosk-banner ${k.role}${k.attract ? " attract" : ""}`;
+  if (k.role === "active") {
+    el.textContent = k.attract ? "Your turn: raise your hands to play (attract loop running)"
+      : `Your turn (${Math.ceil(k.turn_left_s)} s left${k.queue ? `, ${k.queue} waiting` : ""})`;
+  } else {
+    el.textContent = `You are number ${k.position} in the queue: watching live${k.attract ? " (attract loop)" : ""}`;
+  }
+}
+
+// Kiosk pages never stay stopped: a refusal or a lost connection schedules another try.
+function scheduleReconnect(why) {
+  if (!state.kiosk || state.retryTimer) return;
+  const delay = Math.min(10_000, 1000 * 2 ** Math.min(state.reconnects, 4));
+  state.reconnects += 1;
+  status(`${why}; retrying in ${Math.round(delay / 1000)} s`, true);
+  state.retryTimer = setTimeout(() => { state.retryTimer = null; start(); }, delay);
 }
 
 async function waitIce(pc) {
@@ -241,7 +283,8 @@ async function start({ webcam = true } = {}) {
     const dc = pc.createDataChannel("hands", { ordered: false, maxRetransmits: 0 });
     dc.binaryType = "arraybuffer";
     dc.onmessage = onChannelMessage;
-    dc.onopen = () => status("connected");
+    dc.onopen = () => { status("connected"); state.reconnects = 0; };
+    dc.onclose = () => { if (state.pc === pc && state.running) { stop(); scheduleReconnect("connection closed"); } };
     state.dc = dc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (e) => {
@@ -250,27 +293,41 @@ async function start({ webcam = true } = {}) {
       $("record").disabled = false;
     };
     pc.onconnectionstatechange = () => {
-      if (["failed", "closed"].includes(pc.connectionState) && state.running) { status(`connection ${pc.connectionState}`, true); stop(); }
+      if (state.pc !== pc || !state.running) return;
+      if (["failed", "closed"].includes(pc.connectionState)) {
+        status(`connection ${pc.connectionState}`, true);
+        stop();
+        scheduleReconnect(`connection ${pc.connectionState}`);
+      } else if (pc.connectionState === "disconnected") {  // e.g. the server went away: give it 3 s
+        setTimeout(() => {
+          if (state.pc === pc && pc.connectionState === "disconnected") { stop(); scheduleReconnect("connection lost"); }
+        }, 3000);
+      }
     };
     await pc.setLocalDescription(await pc.createOffer());
     await waitIce(pc);
     const body = { sdp: pc.localDescription.sdp, type: "offer", scene: $("scene").value };
     if (state.token) body.token = state.token;
-    const r = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const r = await fetch(withAccess("/offer"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const answer = await r.json();
     if (!r.ok) throw new Error(`${answer.error}: ${answer.detail}`);
     await pc.setRemoteDescription(answer);
     state.running = true;
+    state.pingTimer = setInterval(() => send({ type: "ping" }), 5000);
     $("stop").disabled = false;
     if (webcam) requestAnimationFrame(track);
   } catch (err) {
     status(`could not start: ${err.message || err}`, true);
     stop();
+    scheduleReconnect(`could not start (${err.message || err})`);
   }
 }
 
 function stop() {
   state.running = false;
+  clearInterval(state.pingTimer);
+  state.kioskState = null;
+  renderKiosk();
   if (state.xr) state.xr.end().catch(() => {});
   if (state.recorder && state.recorder.state !== "inactive") state.recorder.stop();
   if (state.pc) state.pc.close();
@@ -370,7 +427,7 @@ async function boot() {
   setupHeadControls();
   renderHud();
   $("start").onclick = () => start();
-  $("stop").onclick = stop;
+  $("stop").onclick = () => { clearTimeout(state.retryTimer); state.retryTimer = null; stop(); };
   $("reset-view").onclick = resetView;
   $("record").onclick = toggleRecord;
   $("scene").onchange = () => { if (state.running) sendScene(); };

@@ -2,9 +2,11 @@
 
 Phases (each ``--seconds`` long after a warm-up, a fresh server each): 1, 2 and 4 WebSocket
 clients that send the real cup video's MediaPipe landmarks at ``--rate`` Hz and read every frame;
-then ``--abuse-base`` such clients again (the baseline), and the same with one *flooding* client
-(valid ``hands`` messages as fast as it can send them, about 1,000 a second) and one *non-reading*
-client (sends at ``--rate`` Hz, never reads) beside them. Reported per phase: each normal
+then ``--abuse-base`` such clients beside one *flooding* client (valid ``hands`` messages as
+fast as it can send them, up to 1,000 a second) and one *non-reading* client (sends at ``--rate``
+Hz, never reads). The baseline for that phase has the same number of sessions, well behaved: the
+flooder's polite twin (a normal client) and an idle client (connected, sending only ``ping``), so
+the ratio shows what flooding and not reading cost beyond being a session at all. Reported per phase: each normal
 session's frames per second as its client received them, and the server-side latency (a
 ``hands`` message arriving -> the first frame conditioned on it leaving the server) p50 / p95
 pooled over the normal sessions; for the abuse phase, the normal sessions' fps and p95 relative
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -29,7 +32,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-async def _normal(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, out: dict) -> None:
+@contextlib.asynccontextmanager
+async def _client(url: str, out: dict, read: bool = True):
+    """A started ``/ws`` client; ``out["session"]`` is its id; frames it reads land in ``out["frame_times"]``."""
     import websockets
 
     async with websockets.connect(url, max_size=2**22) as ws:
@@ -42,54 +47,51 @@ async def _normal(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, 
                 if isinstance(m, bytes):
                     out["frame_times"].append(time.perf_counter())
 
-        task = asyncio.create_task(reader())
+        task = asyncio.create_task(reader()) if read else None
+        if not read:
+            ws.transport.pause_reading()  # never reads again: the server's sends back up on it
+        try:
+            yield ws
+        finally:
+            if task is not None:
+                task.cancel()
+
+
+async def _normal(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, out: dict,
+                  read: bool = True) -> None:
+    """``rate`` hands messages a second (``read=False``: the non-reading client)."""
+    async with _client(url, out, read) as ws:
         i = 0
         while not stop.is_set():
             await ws.send(json.dumps({**msgs[i % len(msgs)], "t": i * 1000.0 / rate}))
             i += 1
             await asyncio.sleep(1.0 / rate)
-        task.cancel()
 
 
 async def _flood(url: str, msgs: list[dict], stop: asyncio.Event, out: dict) -> None:
-    import websockets
-
-    async with websockets.connect(url, max_size=2**22) as ws:
-        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
-        out["session"] = json.loads(await ws.recv()).get("session")
-
-        async def drain() -> None:
-            async for _ in ws:
-                pass
-
-        task = asyncio.create_task(drain())
+    """Valid hands messages as fast as the loop allows, at most about 1,000 a second."""
+    async with _client(url, out) as ws:
         raw = [json.dumps({**m, "t": 0.0}) for m in msgs]
         sent, t0 = 0, time.perf_counter()
         while not stop.is_set():
             for _ in range(10):
                 await ws.send(raw[sent % len(raw)])
                 sent += 1
-            await asyncio.sleep(max(0.0, t0 + sent / 1000.0 - time.perf_counter()))  # about 1,000 a second
+            await asyncio.sleep(max(0.0, t0 + sent / 1000.0 - time.perf_counter()))
         out["sent"], out["rate"] = sent, sent / (time.perf_counter() - t0)
-        task.cancel()
 
 
-async def _non_reader(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, out: dict) -> None:
-    import websockets
-
-    async with websockets.connect(url, max_size=2**22, max_queue=1) as ws:
-        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
-        out["session"] = json.loads(await ws.recv()).get("session")
-        i = 0
-        ws.transport.pause_reading()  # never reads again: the server's sends back up on it
+async def _idle(url: str, stop: asyncio.Event, out: dict) -> None:
+    """Connected, sending only a ping a second."""
+    async with _client(url, out) as ws:
         while not stop.is_set():
-            await ws.send(json.dumps({**msgs[i % len(msgs)], "t": i * 1000.0 / rate}))
-            i += 1
-            await asyncio.sleep(1.0 / rate)
+            await ws.send('{"type": "ping"}')
+            await asyncio.sleep(1.0)
 
 
-async def _phase(config: Any, msgs: list[dict], normal: int, abuse: bool, seconds: float, warmup: float,
+async def _phase(config: Any, msgs: list[dict], normal: int, extra: str, seconds: float, warmup: float,
                  rate: float) -> dict:
+    """``extra``: "" (only normal clients), "polite" (+ a normal and an idle client), "abuse" (+ flood, non-reader)."""
     from hand2world.server.app import create_app
     from hand2world.server.clients import LocalServer
 
@@ -102,9 +104,13 @@ async def _phase(config: Any, msgs: list[dict], normal: int, abuse: bool, second
         tasks = [asyncio.create_task(_normal(url, msgs, rate, stop, o)) for o in outs]
         flood: dict = {}
         lazy: dict = {}
+        abuse = extra == "abuse"
         if abuse:
             tasks += [asyncio.create_task(_flood(url, msgs, stop, flood)),
-                      asyncio.create_task(_non_reader(url, msgs, rate, stop, lazy))]
+                      asyncio.create_task(_normal(url, msgs, rate, stop, lazy, read=False))]
+        elif extra == "polite":
+            tasks += [asyncio.create_task(_normal(url, msgs, rate, stop, {})),
+                      asyncio.create_task(_idle(url, stop, {}))]
         await asyncio.sleep(warmup)
         t0 = time.perf_counter()
         marks = {sid: len(s.latencies()) for sid, s in registry.sessions.items()}
@@ -144,10 +150,10 @@ async def bench_serve(args: argparse.Namespace) -> dict:
     cfg = _config(args, ice_hosts=("127.0.0.1",), ice_servers=(), max_sessions=8, idle_timeout_s=60.0)
     phases = []
     for n in (1, 2, 4):
-        phases.append(await _phase(cfg, msgs, n, False, args.seconds, args.warmup, args.rate))
+        phases.append(await _phase(cfg, msgs, n, "", args.seconds, args.warmup, args.rate))
         log.info("bench serve: %s", phases[-1])
-    base = await _phase(cfg, msgs, args.abuse_base, False, args.seconds, args.warmup, args.rate)
-    abused = await _phase(cfg, msgs, args.abuse_base, True, args.seconds, args.warmup, args.rate)
+    base = await _phase(cfg, msgs, args.abuse_base, "polite", args.seconds, args.warmup, args.rate)
+    abused = await _phase(cfg, msgs, args.abuse_base, "abuse", args.seconds, args.warmup, args.rate)
     abused["fps_vs_baseline"] = round(abused["fps_mean"] / base["fps_mean"], 3) if base["fps_mean"] else None
     if base["latency_p95_ms"] and abused["latency_p95_ms"]:
         abused["p95_vs_baseline"] = round(abused["latency_p95_ms"] / base["latency_p95_ms"], 3)

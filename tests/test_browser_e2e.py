@@ -12,6 +12,12 @@ control render through the stats channel while it generates; the output video in
 the generator's size and is not blank; control-render previews arrive; dragging the output and
 the arrow keys turn the session's camera; MediaRecorder records the output; kiosk mode starts by
 itself; the badge says the stream is generated video; every request the page made went to the server itself.
+
+Kiosk (``--mode kiosk``, two pages in separate browser contexts, preview source): the first page
+drives; the second is refused ``busy`` while a script holds the other seat, gets in by itself once
+it leaves, queues, shows the live output and cannot steer it (its head keys and reset never reach
+the screen); when the first page's camera stops (no more hands) the second takes over and steers;
+after a server restart on the same port both pages reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -136,6 +142,117 @@ async def drive(y4m: Path, out_dir: Path, budget_s: float = 150.0) -> dict:
     return result
 
 
+PAGE_STATE = """() => ({kiosk: window.h2w.kioskState, sent: window.h2w.messagesSent, running: window.h2w.running,
+    errors: window.h2w.errors.slice(-3), detected: window.h2w.handsDetected})"""
+
+
+async def drive_kiosk(y4m: Path, out_dir: Path, budget_s: float = 200.0) -> dict:
+    """Kiosk mode with two pages: the second queues and watches, cannot steer, and drives once the first idles.
+
+    Also: a page refused as ``busy`` gets in by itself once a seat frees, and both pages reconnect
+    by themselves after the server restarts (same port, a fresh app).
+    """
+    import time
+
+    import numpy as np
+    import websockets
+    from playwright.async_api import async_playwright
+
+    from hand2world.server.app import create_app
+    from hand2world.server.clients import LocalServer, free_port, wait_until
+    from hand2world.server.session import ServerConfig
+
+    config = ServerConfig(ice_hosts=("127.0.0.1",), max_fps=15, source="preview", kiosk=True, kiosk_idle_s=3.0,
+                          kiosk_turn_s=300.0, kiosk_attract_s=120.0, max_sessions=2, idle_timeout_s=20.0)
+    result: dict = {"requests": [], "console": [], "steps": []}
+    port = free_port()
+    t_start = time.monotonic()
+
+    def step(name: str, **kw) -> None:
+        result["steps"].append({"step": name, "t": round(time.monotonic() - t_start, 1), **kw})
+
+    async def until(page, js: str, timeout: float) -> bool:
+        try:
+            await page.wait_for_function(js, timeout=timeout * 1000)
+            return True
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; the result records what was seen
+            return False
+
+    app = create_app(config)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                           args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"])
+        try:
+            async with LocalServer(app, port=port) as url:
+                kiosk = app.state.context.kiosk
+                pages = []
+                for _ in range(2):
+                    ctx = await browser.new_context(viewport={"width": 800, "height": 600})
+                    page = await ctx.new_page()
+                    page.on("request", lambda r: result["requests"].append(r.url))
+                    page.on("console", lambda m: result["console"].append(f"{m.type}: {m.text}"[:300]))
+                    pages.append(page)
+                p1, p2 = pages
+                await p1.goto(url + "/")  # kiosk: starts by itself
+                ok = await until(p1, "() => window.h2w.kioskState && window.h2w.kioskState.role === 'active' && "
+                                     "window.h2w.stats && window.h2w.stats.hands_seen >= 5", 90)
+                step("p1 active and driving", ok=ok, page=await p1.evaluate(PAGE_STATE))
+                # a script takes the second seat: page 2 is refused (busy) and must retry by itself
+                squat = await websockets.connect(url.replace("http://", "ws://") + "/ws")
+                await squat.send(json.dumps({"type": "start", "scene": "coffee"}))
+                await p2.goto(url + "/")
+                ok = await until(p2, "() => window.h2w.errors.some(e => e.includes('busy'))", 30)
+                step("p2 refused busy", ok=ok, page=await p2.evaluate(PAGE_STATE))
+                await squat.close()
+                ok = await until(p2, "() => window.h2w.kioskState && window.h2w.kioskState.role === 'queued'", 40)
+                step("p2 queued after retrying", ok=ok, page=await p2.evaluate(PAGE_STATE))
+                result["p2_queued"] = await p2.evaluate(PAGE_STATE)
+                # page 2 watches the live output and tries to steer (head keys, reset): nothing reaches the screen
+                await until(p2, "() => { const v = document.getElementById('output'); return v.videoWidth > 0; }", 30)
+                await asyncio.sleep(2.0)
+                result["p2_output"] = await p2.evaluate(MEASURE_OUTPUT)
+                hands_before = kiosk.screen.stats_.hands_seen
+                await p2.locator("#output-wrap").focus()
+                for key in ("ArrowRight",) * 5 + ("w",):
+                    await p2.keyboard.press(key)
+                result["p2_yaw"] = await p2.evaluate("window.h2w.head.yaw")
+                await p2.keyboard.press("r")  # "reset view": locally only, no reset reaches the screen
+                await asyncio.sleep(1.5)
+                c2w = kiosk.screen._c2w
+                result["screen_yaw_after_p2_keys"] = float(np.arctan2(c2w[0, 2], c2w[2, 2]))
+                result["p2_sent_while_queued"] = (await p2.evaluate(PAGE_STATE))["sent"]
+                result["active_is_p1"] = kiosk.active is not None and kiosk.active.hands_seen > 0
+                result["screen_hands_while_queued"] = kiosk.screen.stats_.hands_seen - hands_before
+                # page 1 goes idle (its camera stops: no more hands): page 2 gets the screen
+                await p1.evaluate("() => window.h2w.stream.getTracks().forEach(t => t.stop())")
+                t_idle = time.monotonic()
+                ok = await until(p2, "() => window.h2w.kioskState && window.h2w.kioskState.role === 'active'", 30)
+                result["handover_s"] = round(time.monotonic() - t_idle, 1)
+                step("p2 active", ok=ok)
+                hands_before = kiosk.screen.stats_.hands_seen
+                ok = await until(p2, "() => window.h2w.messagesSent > 10", 30)
+                await wait_until(lambda: kiosk.screen.stats_.hands_seen > hands_before + 5, 30)
+                result["p2_driving"] = {"ok": ok, "screen_hands": kiosk.screen.stats_.hands_seen - hands_before}
+                result["p1_after"] = await p1.evaluate(PAGE_STATE)
+                await p2.screenshot(path=str(out_dir / "browser_kiosk.png"))
+            step("server stopped")
+            app2 = create_app(config)  # the same port, a fresh server: both pages come back by themselves
+            async with LocalServer(app2, port=port):
+                kiosk2 = app2.state.context.kiosk
+                ok = await wait_until(lambda: len(app2.state.registry.sessions) == 2, 60)
+                step("both pages reconnected", ok=ok)
+                result["after_restart"] = [await p.evaluate(PAGE_STATE) for p in (p1, p2)]
+                result["after_restart_seats"] = len(app2.state.registry.sessions)
+                result["after_restart_active"] = kiosk2.active is not None
+        finally:
+            await browser.close()
+    result["server_url"] = f"http://127.0.0.1:{port}"
+    import socket
+
+    result["interfaces"] = [name for _, name in socket.if_nameindex()]
+    return result
+
+
 def loopback_up() -> None:
     """``ip link set lo up`` without iproute2 (SIOCGIFFLAGS / SIOCSIFFLAGS on ``lo``)."""
     import fcntl
@@ -199,11 +316,44 @@ def test_browser_tracks_hand_and_receives_conditioned_frames(cup_video, tmp_path
     assert not [c for c in r["console"] if "Content Security Policy" in c]  # the page works under its CSP
 
 
+@pytest.mark.slow
+def test_browser_kiosk_second_page_queues_and_cannot_steer_until_the_first_idles(cup_video, tmp_path):
+    reason = _can_run()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"browser end-to-end test cannot run in CI: {reason}")
+    if reason:
+        pytest.skip(reason)
+    y4m = make_y4m(cup_video, tmp_path / "cup.y4m")
+    out = tmp_path / "result.json"
+    cmd = ["unshare", "-n", sys.executable, str(Path(__file__).resolve()), "--y4m", str(y4m), "--out", str(out),
+           "--mode", "kiosk"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["interfaces"] == ["lo"]
+    steps = {s["step"]: s for s in r["steps"]}
+    assert steps["p1 active and driving"]["ok"], r["steps"]
+    assert steps["p2 refused busy"]["ok"] and steps["p2 queued after retrying"]["ok"], r["steps"]
+    assert r["p2_queued"]["kiosk"]["position"] == 1
+    assert r["p2_output"] and r["p2_output"]["mean"] > 10  # the queued page shows the live output
+    assert r["p2_yaw"] > 0.1 and abs(r["screen_yaw_after_p2_keys"]) < 1e-3  # its head keys do not reach the screen
+    assert r["p2_sent_while_queued"] == 0 and r["active_is_p1"] and r["screen_hands_while_queued"] > 0
+    assert steps["p2 active"]["ok"] and r["handover_s"] < 3.0 + 5.0, r["steps"]
+    assert r["p2_driving"]["ok"] and r["p2_driving"]["screen_hands"] > 5  # the second page now steers
+    assert r["p1_after"]["kiosk"]["role"] == "queued"
+    assert steps["both pages reconnected"]["ok"] and r["after_restart_active"], r["after_restart"]
+    host = r["server_url"]
+    outside = [u for u in r["requests"] if not (u.startswith(host) or u.startswith(("blob:", "data:")))]
+    assert not outside, outside
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="browser e2e driver (run inside a loopback-only namespace)")
     parser.add_argument("--y4m", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--mode", default="app", choices=["app", "kiosk"])
     a = parser.parse_args()
     loopback_up()  # a fresh namespace has lo down
-    res = asyncio.run(drive(Path(a.y4m), Path(a.out).parent))
+    run = drive_kiosk if a.mode == "kiosk" else drive
+    res = asyncio.run(run(Path(a.y4m), Path(a.out).parent))
     Path(a.out).write_text(json.dumps(res, indent=1))
