@@ -2,19 +2,19 @@
 
 Phases (each ``--seconds`` long after a warm-up, a fresh server each): 1, 2 and 4 WebSocket
 clients that send the real cup video's MediaPipe landmarks at ``--rate`` Hz and read every frame;
-then ``--abuse-base`` such clients beside one *flooding* client (valid ``hands`` messages as
-fast as it can send them, up to 1,000 a second) and one *non-reading* client (sends at ``--rate``
-Hz, never reads). The baseline for that phase has the same number of sessions, well behaved: the
-flooder's polite twin (a normal client) and an idle client (connected, sending only ``ping``), so
-the ratio shows what flooding and not reading cost beyond being a session at all. Reported per phase: each normal
-session's frames per second as its client received them, and the server-side latency (a
-``hands`` message arriving -> the first frame conditioned on it leaving the server) p50 / p95
-pooled over the normal sessions; for the abuse phase, the normal sessions' fps and p95 relative
-to the baseline, the flood's messages sent / refused by the budget, and the steps the
-non-reading client's session computed.
+then ``--abuse-base`` such clients beside one *flooding* client (valid ``hands`` messages at up
+to 1,000 a second, from a process of its own as a remote client would be) and one *non-reading*
+client (sends at ``--rate`` Hz, never reads). The baseline for that phase has the same number of
+sessions, well behaved: the flooder's polite twin (a normal client) and an idle client
+(connected, sending only ``ping``), so the ratio shows what flooding and not reading cost beyond
+being a session at all. Reported per phase: each normal session's frames per second as its
+client received them, and the server-side latency (a ``hands`` message arriving -> the first
+frame conditioned on it leaving the server) p50 / p95 pooled over the normal sessions; for the
+abuse phase, the normal sessions' fps and p95 relative to the baseline, the flood's messages
+sent / refused by the budget, and the steps the non-reading client's session computed.
 
-Clients and server share one process and event loop (as ``bench latency``), so the clients' own
-cost is in the figures; on a 2-core machine the absolute fps is CPU-bound, compare ratios.
+The normal clients share the server's process and event loop (as ``bench latency``), so their
+own cost is in the figures; on a 2-core machine the absolute fps is CPU-bound, compare ratios.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -68,17 +69,46 @@ async def _normal(url: str, msgs: list[dict], rate: float, stop: asyncio.Event, 
             await asyncio.sleep(1.0 / rate)
 
 
-async def _flood(url: str, msgs: list[dict], stop: asyncio.Event, out: dict) -> None:
-    """Valid hands messages as fast as the loop allows, at most about 1,000 a second."""
-    async with _client(url, out) as ws:
-        raw = [json.dumps({**m, "t": 0.0}) for m in msgs]
+FLOOD_SCRIPT = """
+import asyncio, json, sys, time
+import websockets
+
+async def main(url, raw, seconds):
+    async with websockets.connect(url, max_size=2**22) as ws:
+        await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+        print(json.loads(await ws.recv()).get("session"), flush=True)
+
+        async def drain():
+            async for _ in ws:
+                pass
+
+        task = asyncio.create_task(drain())
         sent, t0 = 0, time.perf_counter()
-        while not stop.is_set():
+        while time.perf_counter() - t0 < seconds:
             for _ in range(10):
-                await ws.send(raw[sent % len(raw)])
+                await ws.send(raw)
                 sent += 1
             await asyncio.sleep(max(0.0, t0 + sent / 1000.0 - time.perf_counter()))
-        out["sent"], out["rate"] = sent, sent / (time.perf_counter() - t0)
+        print(sent, sent / (time.perf_counter() - t0), flush=True)
+        task.cancel()
+
+asyncio.run(main(sys.argv[1], sys.stdin.read(), float(sys.argv[2])))
+"""
+
+
+async def _flood(url: str, msg: dict, seconds: float, out: dict) -> None:
+    """Valid hands messages at up to 1,000 a second from a process of its own (as a remote client would be)."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOOD_SCRIPT, url, str(seconds),
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps({**msg, "t": 0.0}).encode())
+    proc.stdin.close()
+    out["session"] = (await proc.stdout.readline()).decode().strip()
+    sent, rate = (await proc.stdout.readline()).decode().split()
+    out["sent"], out["rate"] = int(sent), float(rate)
+    await proc.wait()
 
 
 async def _idle(url: str, stop: asyncio.Event, out: dict) -> None:
@@ -106,7 +136,7 @@ async def _phase(config: Any, msgs: list[dict], normal: int, extra: str, seconds
         lazy: dict = {}
         abuse = extra == "abuse"
         if abuse:
-            tasks += [asyncio.create_task(_flood(url, msgs, stop, flood)),
+            tasks += [asyncio.create_task(_flood(url, msgs[0], warmup + seconds, flood)),
                       asyncio.create_task(_normal(url, msgs, rate, stop, lazy, read=False))]
         elif extra == "polite":
             tasks += [asyncio.create_task(_normal(url, msgs, rate, stop, {})),
@@ -148,6 +178,7 @@ async def bench_serve(args: argparse.Namespace) -> dict:
     logging.getLogger("aioice").setLevel(logging.WARNING)
     msgs = await asyncio.to_thread(cup_hand_messages, 60)
     cfg = _config(args, ice_hosts=("127.0.0.1",), ice_servers=(), max_sessions=8, idle_timeout_s=60.0)
+    load0 = round(os.getloadavg()[0], 2)
     phases = []
     for n in (1, 2, 4):
         phases.append(await _phase(cfg, msgs, n, "", args.seconds, args.warmup, args.rate))
@@ -157,7 +188,8 @@ async def bench_serve(args: argparse.Namespace) -> dict:
     abused["fps_vs_baseline"] = round(abused["fps_mean"] / base["fps_mean"], 3) if base["fps_mean"] else None
     if base["latency_p95_ms"] and abused["latency_p95_ms"]:
         abused["p95_vs_baseline"] = round(abused["latency_p95_ms"] / base["latency_p95_ms"], 3)
-    return {"what": f"WebSocket clients at {args.rate:g} Hz, {cfg.source} source, {cfg.width}x{cfg.height}, "
+    return {"load_average_1m": [load0, round(os.getloadavg()[0], 2)],
+            "what": f"WebSocket clients at {args.rate:g} Hz, {cfg.source} source, {cfg.width}x{cfg.height}, "
                     f"{args.seconds:g} s per phase after {args.warmup:g} s warm-up; latency = hands message in -> "
                     "first frame conditioned on it out (server side)",
             "scaling": phases, "abuse_baseline": base, "abuse": abused,

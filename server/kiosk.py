@@ -92,6 +92,7 @@ class KioskSeat(Endpoint):
             self.kiosk.screen.mark_sent(frame)
 
     def stats(self) -> dict[str, Any]:
+        self.flush_limited()
         out = self.kiosk.screen.stats()
         recent = self._sent
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0

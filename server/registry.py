@@ -3,7 +3,8 @@
 Design choices:
 - At most ``max_sessions`` endpoints at once; beyond it ``create`` answers None (the transports
   say ``busy``: 503 / close 1013).
-- One reaper task (started with the app) ends every endpoint that sent no valid message for
+- One reaper task (started with the app) releases endpoints a policy ended (``flooding``) and ends
+  every endpoint that sent no valid message for
   ``idle_timeout_s`` (``Endpoint.last_activity``), checking four times a second, so a slot held
   by an idle WebSocket, an ``/offer`` that never connects or a killed WebRTC peer frees within
   the timeout + 0.25 s. It is the one mechanism for all three.
@@ -85,10 +86,13 @@ class Registry:
             await asyncio.sleep(REAP_INTERVAL_S)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if timeout > 0 and now - session.last_activity > timeout:
-                    log.info("session %s: no message for %.1f s, closing", session.id, now - session.last_activity)
-                    self.idle_closed += 1
-                    session.end("idle_timeout")
+                idle = timeout > 0 and now - session.last_activity > timeout
+                if idle or session.end_reason is not None:  # idle, or ended by a policy (flooding)
+                    if idle and session.end_reason is None:
+                        log.info("session %s: no message for %.1f s, closing", session.id,
+                                 now - session.last_activity)
+                        self.idle_closed += 1
+                        session.end("idle_timeout")
                     try:
                         await self.release(session)
                     except Exception:  # noqa: BLE001 - one failing close must not stop the reaper

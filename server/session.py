@@ -23,7 +23,8 @@ Design choices:
 - Limits (``Endpoint``, shared with kiosk seats): a token-bucket message budget checked before a
   message is even parsed (``accept``: over-budget messages cost one counter increment and are
   answered together, by at most one ``rate_limited`` error a second with their count, so a flood
-  cannot amplify itself), and the
+  cannot amplify itself; a client sending more than twice its budget for ``FLOOD_SECONDS`` in a
+  row is ended with ``flooding``, so its receive cost stops too), and the
   time of the last valid message (``last_activity``) for the registry's idle timeout.
 - Frames are computed on demand: the worker runs at most one step ahead of the newest frame a
   transport has taken (``FrameSlot.wait_taken``): a reader that keeps up never waits for it, and a
@@ -95,6 +96,9 @@ class ServerConfig:
     ice_credential: str | None = None
 
 
+FLOOD_SECONDS = 3  # seconds in a row of more than twice the budget that end a session ("flooding")
+
+
 class Budget:
     """Token bucket: ``rate`` messages per second sustained, ``burst`` at once."""
 
@@ -128,7 +132,8 @@ class Endpoint:
         self.last_activity = time.monotonic()
         self.limited = 0  # messages refused by the budget
         self._limited_reported = 0
-        self._limited_at = 0.0
+        self._limited_at = time.monotonic()
+        self._flood_run = 0
         self.errors = 0
         self.tasks: list[asyncio.Task] = []  # transport tasks tied to this endpoint, cancelled on close
         self.closed = False
@@ -138,22 +143,34 @@ class Endpoint:
     def accept(self) -> bool:
         """Whether the next message fits the budget (call before parsing it).
 
-        Refused messages are answered by ``rate_limited`` errors carrying their ``count``: the first at
-        once, then at most one a second, and the rest with the next accepted message, so the counts
-        add up to every message refused.
+        Refused messages are answered by ``rate_limited`` errors carrying their ``count``, at most one
+        a second (the last ones flushed by ``stats``, which the transports call twice a second), so
+        the counts add up to every message refused and a flood cannot amplify itself.
         """
         if self.budget.take():
-            if self.limited > self._limited_reported:
-                self._report_limited()
             return True
         self.limited += 1
         if time.monotonic() - self._limited_at >= 1.0:
             self._report_limited()
         return False
 
+    def flush_limited(self) -> None:
+        """Report refused messages not reported yet, once a second has passed since the last report."""
+        if self.limited > self._limited_reported and time.monotonic() - self._limited_at >= 1.0:
+            self._report_limited()
+
+    def _flood_check(self, refused: int, seconds: float) -> None:
+        """A client refused more than its whole budget each second for ``FLOOD_SECONDS`` in a row is ended."""
+        self._flood_run = self._flood_run + 1 if refused > self.config.message_rate * seconds else 0
+        if self._flood_run >= FLOOD_SECONDS:
+            log.info("endpoint %s: over twice its message budget for %d s, closing", self.id, FLOOD_SECONDS)
+            self.end("flooding")
+
     def _report_limited(self) -> None:
-        self._limited_at = time.monotonic()
+        now = time.monotonic()
         n, self._limited_reported = self.limited - self._limited_reported, self.limited
+        self._flood_check(n, now - self._limited_at)
+        self._limited_at = now
         self.errors += 1
         self.emit({"type": "error", "error": "rate_limited", "count": n,
                    "detail": f"{n} message(s) over the budget of {self.config.message_rate:g}/s "
@@ -371,6 +388,7 @@ class Session(Endpoint):
         s.all_latencies.append(ms)
 
     def stats(self) -> dict[str, Any]:
+        self.flush_limited()
         s, now = self.stats_, time.perf_counter()
         recent = [t for t in s.sent_times if now - t < 2.0]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0

@@ -97,7 +97,8 @@ async def serve_websocket(ws: WebSocket, new_session: Callable[[], Awaitable[End
         await release(session)
 
 
-END_REASONS = {"idle_timeout": "no message within the idle timeout; the session was closed to free its slot"}
+END_REASONS = {"idle_timeout": "no message within the idle timeout; the session was closed to free its slot",
+               "flooding": "more than twice the message budget for several seconds; the session was closed"}
 
 
 async def _refuse(ws: WebSocket, event: dict, code: int) -> None:

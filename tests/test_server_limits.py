@@ -315,6 +315,33 @@ def test_message_budget_refuses_floods_unread(cup_messages):
     assert c.stats["messages_in"] < 200 and c.frames > n + 3  # under-budget messages are still served
 
 
+def test_a_sustained_flood_ends_the_session(cup_messages):
+    config = ServerConfig(ice_hosts=("127.0.0.1",), stats_interval=0.25, message_rate=50, message_burst=50)
+
+    async def run():
+        app = create_app(config)
+        async with LocalServer(app) as url:
+            async with websockets.connect(_ws(url), max_size=2**22) as ws:
+                c = WSClient(ws)
+                await ws.send(json.dumps({"type": "start", "scene": "coffee"}))
+                raw = json.dumps(cup_messages[3])
+                t0 = time.monotonic()
+                try:
+                    while c.task is not None and not c.task.done() and time.monotonic() - t0 < 15:
+                        for _ in range(20):  # about 400 a second, 8 times the budget
+                            await ws.send(raw)
+                        await asyncio.sleep(0.05)
+                except websockets.ConnectionClosed:
+                    pass
+                took = time.monotonic() - t0
+                await asyncio.wait_for(c.task, 5)
+            await wait_until(lambda: not app.state.registry.sessions, 5)
+            return c, took, len(app.state.registry.sessions)
+    c, took, left = asyncio.run(run())
+    assert c.errors[-1]["error"] == "flooding" and c.closed_code == 1000
+    assert 2.5 < took < 8 and left == 0  # ended after about FLOOD_SECONDS of flooding, its slot freed
+
+
 # ---- floors ----
 @pytest.mark.slow
 def test_floor_10000_hostile_messages_over_websocket_and_data_channel(cup_messages):
@@ -527,3 +554,23 @@ def test_hands_message_helper_round_trip_for_kiosk_gesture():
     assert fps == 15 and len(msgs) > 40 and all(m.hands for m in msgs)  # a real recorded hand, every frame
     one = hands_message([TrackedHand("right", 1.0, msgs[0].hands[0].image, msgs[0].hands[0].world)], 0.0)
     assert len(one["hands"]) == 1
+
+
+def test_a_camera_at_the_distance_limit_does_not_poison_the_shipped_generator():
+    """Issue 23: a 1e20 m pose turned the generator's frames black for good. Such a pose never reaches it now;
+    one at the limit (20 m) may change a frame but the next valid poses give normal frames again."""
+    from hand2world.server.protocol import MAX_HEAD_DISTANCE_M
+    from hand2world.server.scenes import load_builtin
+    from hand2world.server.sources import generator_weights
+    from hand2world.stream import StreamingGenerator
+
+    if generator_weights() is None:
+        pytest.skip("no shipped generator weights (weights/default)")
+    gen = StreamingGenerator.from_pretrained("default")
+    gen.start(load_builtin("coffee"))
+    control = np.zeros((1, gen.height, gen.width, 3), np.uint8)
+    far = np.eye(4)
+    far[0, 3] = MAX_HEAD_DISTANCE_M * 0.999
+    means = [float(gen.step(control, (far if i in (3, 4) else np.eye(4))[None]).mean()) for i in range(9)]
+    assert min(means) > 20  # never black
+    assert abs(means[-1] - means[0]) < 5, means  # back to normal frames, no reset needed
