@@ -399,7 +399,8 @@ def test_photo_textures_show_and_fall_back(photo_dir, tmp_path, caplog):
 
 def test_realism_counts_visible_hand_frames_only(tmp_path):
     """``world realism``: MediaPipe's rate over the frames whose ground truth shows a hand. A real palm photo in two
-    hand frames, a blank frame that claims a hand (a miss) and a blank frame without one (not counted): 2/3."""
+    hand frames, a blank frame that claims a hand (a miss), a blank frame without one and a clip without any (not
+    counted): 2/3."""
     import cv2
 
     from hand2world.cli import main
@@ -422,10 +423,12 @@ def test_realism_counts_visible_hand_frames_only(tmp_path):
             "joints3d": j, "joints2d": j[..., :2], "hand_mask": vis, "visible_mask": vis,
             "depth": np.ones((t, s, s), np.float32), "actions": actions_from(c2w, j),
             "meta": {"action": "wave", "split": "test", "seed": 0, "skin_tone": 0.9}}
+    none = {**clip, "hand_mask": np.zeros_like(vis), "visible_mask": np.zeros_like(vis)}  # a clip without a hand
     with ClipWriter(tmp_path / "ds") as w:
+        w.add(none)
         w.add(clip)
     r = realism(tmp_path / "ds", sizes=(192,))
-    assert r["hand_frames"] == 3 and r["frames"] == 4 and r["data_size"] == 192
+    assert r["hand_frames"] == 3 and r["frames"] == 8 and r["data_size"] == 192
     assert r["rates"][192] == pytest.approx(2 / 3)
     assert r["by_tone"][192]["dark"] == pytest.approx(2 / 3) and r["by_tone"][192]["light"] is None
     assert main(["world", "realism", "--data", str(tmp_path / "ds"), "--sizes", "192"]) == 0

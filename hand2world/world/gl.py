@@ -33,10 +33,12 @@ Design choices:
   (hands and arms on the table, objects on each other): an orthographic depth map along the
   light (1024², covering the table) of the casters (objects, hands, arms; the table and room
   only receive) rendered every frame with the id-only program, sampled with percentage-closer
-  soft shadows (a 16-texel blocker search in 4 gathers, 8-tap bilinear PCF on a per-pixel rotated disk, a
-  slope-scaled bias): the penumbra grows with the caster-receiver distance times the light's
-  angular size (``set_light(softness=...)``), so shadows range from hard to soft per clip and
-  harden where a hand touches the table. Colours pass a soft shoulder above 0.8 instead of a
+  soft shadows (a 16-texel blocker search in 4 gathers, then 16 bilinear PCF taps on a fixed
+  Poisson disk, smooth rather than noisy; a bias that grows with the surface's slope to the
+  light and the tap radius, so wide filters do not shadow a surface by itself): the penumbra
+  grows with the caster-receiver distance times the light's angular size
+  (``set_light(softness=...)``), so shadows range from hard to soft per clip and harden where
+  a hand touches the table. Colours pass a soft shoulder above 0.8 instead of a
   hard clip (bright warm light keeps skin gradations).
 - ``LP_NUM_THREADS`` (llvmpipe's raster threads) is left to the caller: worker processes
   set it to 1 so two workers use two cores without oversubscription.
@@ -113,6 +115,7 @@ uniform sampler2D u_shadow_raw;
 uniform float u_use_shadow;
 uniform float u_penumbra;
 uniform float u_min_radius;
+uniform float u_uv_depth;
 in vec4 v_light;
 in vec3 v_world;
 in vec3 v_local;
@@ -163,33 +166,35 @@ vec3 skin(vec3 p, vec3 pn) {
     c *= 1.0 - u_detail * 0.10 * smoothstep(0.75, 0.95, vnoise3(q * 0.5 + 7.0));  // freckles, small marks
     float side = smoothstep(-0.15, 0.55, normalize(pn).y);  // 1 on the palm side
     c = mix(c, u_palm_col, u_palm * side);
-    float line = abs(fract(p.x * 140.0 + 1.2 * vnoise3(q * 0.25)) - 0.5) * 2.0;  // creases across the fingers
-    c *= 1.0 - u_detail * 0.22 * side * (1.0 - smoothstep(0.0, 0.12, line)) * step(0.45, vnoise3(q * 0.2 + 3.0));
+    float line = abs(fract(p.x * 60.0 + 0.8 * vnoise3(q * 0.25)) - 0.5) * 2.0;  // a few creases across the palm side
+    c *= 1.0 - u_detail * 0.12 * side * (1.0 - smoothstep(0.0, 0.1, line)) * step(0.6, vnoise3(q * 0.15 + 3.0));
     return c;
 }
 
-const vec2 DISK[12] = vec2[](vec2(-0.326, -0.406), vec2(-0.840, -0.074), vec2(-0.696, 0.457), vec2(-0.203, 0.621),
-    vec2(0.962, -0.195), vec2(0.473, -0.480), vec2(0.519, 0.767), vec2(0.185, -0.893), vec2(0.507, 0.064),
-    vec2(0.896, 0.412), vec2(-0.322, -0.933), vec2(-0.792, -0.598));
+// 16 points of a Poisson disk (radius 1), spread evenly: the PCF taps (the first 4 also seed the blocker search)
+const vec2 DISK[16] = vec2[](vec2(-0.942, -0.399), vec2(0.946, -0.769), vec2(-0.094, -0.929), vec2(0.345, 0.294),
+    vec2(-0.916, 0.458), vec2(-0.815, -0.879), vec2(-0.383, 0.277), vec2(0.975, 0.756), vec2(0.443, -0.976),
+    vec2(0.538, -0.474), vec2(-0.265, -0.419), vec2(0.792, 0.191), vec2(-0.242, 0.997), vec2(-0.814, 0.914),
+    vec2(0.200, 0.786), vec2(0.144, -0.141));
 
-// percentage-closer soft shadows: blocker search, then a penumbra that widens with the blocker's distance
-float shadow_lit(vec3 lp, float bias) {
-    float zr = lp.z - bias;
-    float a = 6.2832 * hash(gl_FragCoord.xy);
-    mat2 rot = mat2(cos(a), sin(a), -sin(a), cos(a));
+// percentage-closer soft shadows: blocker search, then a penumbra that widens with the blocker's distance.
+// ``slope``: light-depth change per uv unit along the surface (a tap at distance r needs r * slope more bias).
+float shadow_lit(vec3 lp, float bias, float slope) {
     float search = u_min_radius + u_penumbra * 0.08;
+    float zs = lp.z - bias - slope * search;
     float blockers = 0.0, zb = 0.0;
     for (int i = 0; i < 4; i++) {  // 4 gathers: 16 depths
-        vec4 d = textureGather(u_shadow_raw, lp.xy + rot * DISK[i] * search);
-        vec4 hit = step(d, vec4(zr - 1e-6));
+        vec4 d = textureGather(u_shadow_raw, lp.xy + DISK[i] * search);
+        vec4 hit = step(d, vec4(zs));
         blockers += dot(hit, vec4(1.0));
         zb += dot(hit, d);
     }
     if (blockers == 0.0) return 1.0;
-    float radius = max(u_min_radius, (zr - zb / blockers) * u_penumbra);
+    float radius = clamp((lp.z - bias - zb / blockers) * u_penumbra, u_min_radius, search);
+    float zr = lp.z - bias - slope * radius;
     float lit = 0.0;
-    for (int i = 4; i < 12; i++) lit += texture(u_shadow, vec3(lp.xy + rot * DISK[i] * radius, zr));
-    return lit / 8.0;
+    for (int i = 0; i < 16; i++) lit += texture(u_shadow, vec3(lp.xy + DISK[i] * radius, zr));
+    return lit / 16.0;
 }
 
 void main() {
@@ -211,7 +216,10 @@ void main() {
     if (u_use_shadow > 0.5 && diffuse > 0.0) {
         vec3 lp = v_light.xyz / v_light.w * 0.5 + 0.5;
         float bias = 0.0008 + 0.002 * (1.0 - max(ndl, 0.0));
-        if (all(greaterThanEqual(lp, vec3(0.0))) && all(lessThanEqual(lp, vec3(1.0)))) diffuse *= shadow_lit(lp, bias);
+        float c = max(ndl, 0.1);
+        float slope = u_uv_depth * sqrt(1.0 - c * c) / c;  // tan(angle to the light), in depth per uv
+        if (all(greaterThanEqual(lp, vec3(0.0))) && all(lessThanEqual(lp, vec3(1.0))))
+            diffuse *= shadow_lit(lp, bias, slope);
     }
     vec3 h = normalize(u_light_dir + view);
     float spec = u_shine > 0.0 ? pow(max(dot(n, h), 0.0), u_shine) * u_spec * step(0.0, ndl) * diffuse : 0.0;
@@ -385,6 +393,7 @@ class WorldRenderer:
         # penumbra radius in shadow-map uv per unit of light depth ([0, 1] spans far - near metres)
         self.prog["u_penumbra"].value = float((far - near) * np.tan(max(softness, 0.0)) / (2 * extent))
         self.prog["u_min_radius"].value = 1.0 / max(self.shadow_size, 1)
+        self.prog["u_uv_depth"].value = float(2 * extent / (far - near))  # metres per uv / metres per depth unit
 
     def set_photo(self, key: str, rgb: np.ndarray) -> None:
         """Make photo ``rgb`` (uint8 ``[h, w, 3]``) available to materials as ``key``: uploaded once, with

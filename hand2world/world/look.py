@@ -14,7 +14,7 @@ Rules:
   (a black-body fit, normalised to unit luminance, raised to the power 0.4: the cast a
   camera's auto white balance leaves) at intensity 0.45-1.05. Ambient 0.1-0.5 of a
   sky tint from above and a bounce from below tinted by the table. Shadows from hard (a sun's
-  0.3 degrees) to soft (an overcast window's 14 degrees): the light's angular radius is
+  0.3 degrees) to soft (a window's or a lamp shade's 8.6 degrees): the light's angular radius is
   log-uniform over that range (``WorldRenderer.set_light(softness=...)``).
 - Real photographs (``photos.photo_pool``), drawn after everything above so a look without
   photos is the same with or without a pool: the table top (70 %), the floor (70 %) and the
@@ -119,7 +119,7 @@ def sample_look(rng: np.random.Generator, scene: Scene, pool: PhotoPool | None =
     sky = kelvin_rgb(float(rng.uniform(5500, 11000))) ** _WHITE_BALANCE  # sky and room light: neutral to blue
     ambient = rng.uniform(0.1, 0.5) * sky
     ground = ambient * rng.uniform(0.35, 0.8) * (0.5 + 0.5 * np.asarray(table_color, np.float64))
-    softness = float(np.exp(rng.uniform(np.log(0.005), np.log(0.25))))
+    softness = float(np.exp(rng.uniform(np.log(0.005), np.log(0.15))))
     skin, tone = skin_material(rng)
     look = Look(light_dir, light_color, ambient, ground, softness, kelvin, tone, skin)
     if pool is not None and len(pool):

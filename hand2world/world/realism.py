@@ -65,6 +65,8 @@ def realism(root: str | os.PathLike, clips: int | None = None, sizes: tuple[int,
             style = meta.get("style", 1)
             where = visible_hand_frames(c, int(min_fraction * c["video"].shape[1] * c["video"].shape[2]))
             frames = c["video"][where]
+            if not len(frames):
+                continue
             for s in sizes:
                 found[s].append(hands_found(_resize(frames, min(s, data_size)), tracker=tracker))
             tone = meta.get("skin_tone")
