@@ -431,4 +431,5 @@ def test_realism_counts_visible_hand_frames_only(tmp_path):
     assert r["hand_frames"] == 3 and r["frames"] == 8 and r["data_size"] == 192
     assert r["rates"][192] == pytest.approx(2 / 3)
     assert r["by_tone"][192]["dark"] == pytest.approx(2 / 3) and r["by_tone"][192]["light"] is None
+    assert r["inside_frames"] == 3 and r["by_framing"][192] == {"inside": pytest.approx(2 / 3), "cut": None}
     assert main(["world", "realism", "--data", str(tmp_path / "ds"), "--sizes", "192"]) == 0
