@@ -295,7 +295,8 @@ def test_scene_photo_has_no_hands_arms_or_shadows(world):
         c, meta = ds[i], ds.meta(i)
         if meta["head_moving"] or meta["objects_path"] > 0 or not c["visible_mask"].any():
             continue
-        same = (c["video"] == c["scene"][None]).all(-1)  # [T, H, W]: pixels equal to the scene photo
+        # [T, H, W]: pixels equal to the scene photo up to the camera's sensor noise (sigma <= 3 levels)
+        same = (np.abs(c["video"].astype(int) - c["scene"][None].astype(int)) <= 12).all(-1)
         assert same.mean() > 0.5, i  # most of each frame is the scene as photographed
         assert same[c["visible_mask"]].mean() < 0.3, i  # visible hand pixels are not the photo's (but coverage edges)
         found += 1

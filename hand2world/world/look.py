@@ -21,6 +21,10 @@ Rules:
   walls (75 %, one photo for all three, like wallpaper) each show a photo with a random tile
   size, rotation, square crop (35-100 % of the shorter side), saturation and tint; 35 % of
   the boxes and cylinders wear one as a label. Grey photos (brick, gravel) get a random colour.
+- The camera, drawn last: a lens blur (Gaussian, sigma 0.3-0.9 px at 256 px, scaled with the
+  image size), a vignette (0-25 % darker in the corners) and sensor noise (sigma 0.5-3 grey
+  levels, fresh per frame from the clip's ``CAMERA_STREAM`` generator) on every frame and on
+  the scene photo alike; labels (masks, depth, joints) are untouched.
 """
 
 from __future__ import annotations
@@ -28,16 +32,20 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from hand2world.world.gl import PATTERNS, Material
 from hand2world.world.photos import PhotoPool
 from hand2world.world.scene import Scene
 
-__all__ = ["LOOK_STREAM", "SKIN_TONES", "Look", "kelvin_rgb", "photo_material", "sample_look", "skin_material"]
+__all__ = ["CAMERA_STREAM", "LOOK_STREAM", "SKIN_TONES", "Camera", "Look", "kelvin_rgb", "photo_material",
+           "sample_look", "skin_material"]
 
 #: third entry of the look generator's seed (``default_rng([seed, index, LOOK_STREAM])``)
 LOOK_STREAM = 1
+#: third entry of the sensor-noise generator's seed
+CAMERA_STREAM = 2
 
 #: skin albedos (linear-ish RGB 0..1), light to dark
 SKIN_TONES: np.ndarray = np.array([
@@ -47,6 +55,30 @@ SKIN_TONES: np.ndarray = np.array([
 _PALM_TONE = np.array([0.86, 0.64, 0.55])  # palms of every tone tend toward this pinkish beige
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 _WHITE_BALANCE = 0.4  # a camera's auto white balance leaves this power of a light's colour cast
+
+
+@dataclass
+class Camera:
+    """What the camera adds to a rendered image: lens ``blur`` (Gaussian sigma, px at 256 px), ``vignette``
+    (corner darkening 0..1) and sensor ``noise`` (sigma, grey levels)."""
+
+    blur: float = 0.0
+    vignette: float = 0.0
+    noise: float = 0.0
+
+    def apply(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` -> the same image as this camera records it (noise drawn from ``rng``)."""
+        h, w = rgb.shape[:2]
+        img = rgb.astype(np.float32)
+        sigma = self.blur * max(h, w) / 256.0
+        if sigma > 0:
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+        if self.vignette > 0:
+            y, x = np.ogrid[-1:1:h * 1j, -1:1:w * 1j]
+            img *= (1.0 - self.vignette * 0.5 * (x * x + y * y))[..., None].astype(np.float32)
+        if self.noise > 0:
+            img += rng.normal(0.0, self.noise, img.shape).astype(np.float32)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -63,6 +95,7 @@ class Look:
     skin: Material
     surfaces: dict[str, Material] = field(default_factory=dict)  # role ("table", "floor", "wall") -> material
     objects: dict[int, Material] = field(default_factory=dict)  # object index -> material
+    camera: Camera = field(default_factory=Camera)
 
 
 def kelvin_rgb(kelvin: float) -> np.ndarray:
@@ -132,4 +165,5 @@ def sample_look(rng: np.random.Generator, scene: Scene, pool: PhotoPool | None =
                 mat = photo_material(rng, pool, (big, 2 * big), crop=(0.2, 0.7))
                 mat.shine = obj.material.shine
                 look.objects[i] = mat
+    look.camera = Camera(float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.0, 0.25)), float(rng.uniform(0.5, 3.0)))
     return look

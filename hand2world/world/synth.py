@@ -56,7 +56,7 @@ from hand2world.render import render_control
 from hand2world.world.actions import FREE_SPACE_ACTIONS, sample_script
 from hand2world.world.dynamics import simulate
 from hand2world.world.gl import WorldRenderer
-from hand2world.world.look import LOOK_STREAM, sample_look
+from hand2world.world.look import CAMERA_STREAM, LOOK_STREAM, sample_look
 from hand2world.world.meshes import Mesh, forearm_mesh, vertex_normals
 from hand2world.world.photos import photo_pool
 from hand2world.world.rig import HandRig, PosedHand
@@ -70,7 +70,8 @@ DEFAULT_FPS = 16.0
 CONFIG = "world.json"
 #: appearance version: 1 fixed skin colours and light ranges; 2 ``look`` (skin texture, light, soft shadows);
 #: 3 the same with a camera's white balance and real photographs on surfaces (``photos``); 4 smooth soft shadows
-#: (fixed 16-tap PCF with a slope-scaled bias, at most 0.15 rad of softness) and fewer, fainter palm creases
+#: (fixed 16-tap PCF with a slope-scaled bias, at most 0.15 rad of softness), fewer and fainter palm creases, and a
+#: camera (lens blur, vignette, sensor noise)
 STYLE = 4
 _TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
 _WRIST_BAND = 0.015  # m: vertices this close to the hand mesh's proximal end form its wrist section
@@ -233,7 +234,8 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
         # the scene photo: the first camera, objects where they start, before any hand or arm exists
         for i, handle in enumerate(handles):
             r.set_pose(handle, object_poses[i, 0])
-        scene_rgb = r.render(w2c[0])[0]
+        cam_rng = np.random.default_rng([settings.seed, index, CAMERA_STREAM])  # sensor noise: scene, then frames
+        scene_rgb = look.camera.apply(r.render(w2c[0])[0], cam_rng)
         normals = []
         arms = []  # (handle, poses [T, 4, 4]): forearms are scene meshes (occluders, shadow casters), not hand pixels
         for hand in hands:
@@ -264,7 +266,7 @@ def make_clip(index: int, settings: WorldSettings, timings: dict[str, float] | N
             for hand, nrm in zip(hands, normals, strict=True):
                 r.update_hand(SIDES.index(hand.side) + 1, hand.vertices[t], nrm[t])
             rgb, z, vis, full = r.render(w2c[t])
-            video[t], depth[t], visible[t], hand_mask[t] = rgb, z, vis > 0, full > 0
+            video[t], depth[t], visible[t], hand_mask[t] = look.camera.apply(rgb, cam_rng), z, vis > 0, full > 0
             lap("render")
             meshes = [SimpleNamespace(vertices=v[t], faces=engine.rig.faces[h.side], side=h.side)
                       for v, h in zip(cam_verts, hands, strict=True)]
