@@ -70,9 +70,9 @@ DEFAULT_FPS = 16.0
 CONFIG = "world.json"
 #: appearance version: 1 fixed skin colours and light ranges; 2 ``look`` (skin texture, light, soft shadows);
 #: 3 the same with a camera's white balance and real photographs on surfaces (``photos``); 4 smooth soft shadows
-#: (fixed 16-tap PCF with a slope-scaled bias, at most 0.15 rad of softness), fewer and fainter palm creases, and a
+#: (fixed 16-tap PCF with a slope-scaled bias, at most 0.15 rad of softness), fewer and fainter palm creases; 5 a
 #: camera (lens blur, vignette, sensor noise)
-STYLE = 4
+STYLE = 5
 _TABLE_CLEARANCE = 0.002  # m: hands are lifted so no vertex goes below this above the table
 _WRIST_BAND = 0.015  # m: vertices this close to the hand mesh's proximal end form its wrist section
 
