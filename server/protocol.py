@@ -182,6 +182,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "errors": {"type": "integer"}, "scene": {"type": "string"},
         },
     },
+    "kiosk": {"type": "object", "required": ["type", "role", "position", "queue", "attract"],
+              "description": "kiosk mode, server -> client: this visitor's turn and place",
+              "properties": {"type": {"const": "kiosk"}, "role": {"enum": ["active", "queued"]},
+                             "position": {"type": "integer", "description": "0 = driving, k = k-th in the queue"},
+                             "queue": {"type": "integer", "description": "visitors waiting"},
+                             "attract": {"type": "boolean", "description": "the attract loop is playing"},
+                             "turn_left_s": {"type": "number"}, "idle_left_s": {"type": "number"}}},
     "error": {"type": "object", "required": ["type", "error", "detail"],
               "properties": {"type": {"const": "error"}, "error": {"type": "string"}, "detail": {"type": "string"}}},
 }

@@ -20,8 +20,10 @@ Design choices:
   conditioned on it leaving the server; transports call ``mark_sent``.
 - A failing step (bad scene, fit error) is reported to the client as an ``error`` event; the
   session keeps running.
-- Limits (``Endpoint``, shared with kiosk seats): a token-bucket message budget checked before a
-  message is even parsed (``accept``: over-budget messages cost one counter increment and are
+- Limits (``Endpoint``, shared with kiosk seats): a token-bucket message budget. A WebSocket
+  waits for it before reading the next message (``paced``: TCP pushes back, so a flood costs the
+  server no more than a client within budget); the data channel cannot push back, so there it is
+  checked before a message is even parsed (``accept``: over-budget messages cost one counter increment and are
   answered together, by at most one ``rate_limited`` error a second with their count, so a flood
   cannot amplify itself; a client sending more than twice its budget for ``FLOOD_SECONDS`` in a
   row is ended with ``flooding``, so its receive cost stops too), and the
@@ -153,6 +155,12 @@ class Endpoint:
         if time.monotonic() - self._limited_at >= 1.0:
             self._report_limited()
         return False
+
+    async def paced(self) -> None:
+        """Wait until the budget has room for one more message, and take it (for transports that can
+        push back: a WebSocket stops reading, so a flood waits in the client's own buffers)."""
+        while not self.budget.take():
+            await asyncio.sleep(max(0.002, 1.0 / self.config.message_rate))
 
     def flush_limited(self) -> None:
         """Report refused messages not reported yet, once a second has passed since the last report."""

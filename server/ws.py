@@ -5,7 +5,7 @@ Protocol: the first message must be ``{"type": "start", "scene": NAME, "token"?:
 ``reset`` messages. Out: each new frame as one binary message (JPEG), ``stats`` every
 ``stats_interval`` and ``error`` events as JSON text.
 
-Design choices: one receiver task (budget, parse, validate, submit) and one sender task (the only
+Design choices: one receiver task (budget pacing, parse, validate, submit) and one sender task (the only
 writer on the socket: frames, stats, events), so a slow client only slows its own sender, and the
 frame slot drops what it cannot take. Oversized or malformed messages get an ``error`` and the
 connection stays open (the receiver stops reading while many replies wait, so every refused
@@ -111,12 +111,11 @@ async def _refuse(ws: WebSocket, event: dict, code: int) -> None:
 
 
 async def _receiver(ws: WebSocket, session: Endpoint) -> None:
-    """Parse and submit messages; the budget is checked before parsing, errors go back as events."""
+    """Parse and submit messages, paced by the session's budget (no read beyond it); errors go back as events."""
     try:
         while True:
+            await session.paced()
             raw = await _receive_text(ws)
-            if not session.accept():
-                continue
             try:
                 session.submit(parse_message(raw or ""))
             except ProtocolError as exc:

@@ -357,3 +357,21 @@ def test_unreadable_upload_error_has_no_memory_address(tmp_path):
     with pytest.raises(SceneError) as err:
         store.save_upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, None)
     assert err.value.status == 415 and "0x" not in str(err.value) and "object at" not in str(err.value)
+
+
+def test_serve_flags_for_kiosk_and_limits_reach_the_config():
+    from hand2world.cli import build_parser
+    from hand2world.server.cli import _config
+
+    args = build_parser().parse_args([
+        "serve", "--source", "preview", "--kiosk", "--kiosk-idle", "5", "--kiosk-turn", "60", "--kiosk-attract", "7",
+        "--idle-timeout", "9", "--message-rate", "50", "--message-burst", "70", "--allow-origin", "https://x.example",
+        "--token", "abc", "--upload-per-client", "3", "--upload-window", "30", "--upload-disk-mb", "10",
+        "--upload-concurrency", "1"])
+    c = _config(args)
+    assert (c.kiosk, c.kiosk_idle_s, c.kiosk_turn_s, c.kiosk_attract_s) == (True, 5.0, 60.0, 7.0)
+    assert (c.idle_timeout_s, c.message_rate, c.message_burst) == (9.0, 50.0, 70)
+    assert c.allow_origins == ("https://x.example",) and c.token == "abc"
+    assert (c.upload_per_client, c.upload_window_s, c.upload_disk_mb, c.upload_concurrency) == (3, 30.0, 10.0, 1)
+    default = _config(build_parser().parse_args(["serve", "--source", "preview"]))
+    assert default.idle_timeout_s == 15.0 and default.allow_origins == () and not default.kiosk
