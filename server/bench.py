@@ -177,13 +177,13 @@ async def _phase(config: Any, msgs: list[dict], normal: int, extra: str, seconds
     return result
 
 
-async def bench_serve(args: argparse.Namespace) -> dict:
-    from hand2world.server.cli import _config
+async def bench_serve(args: argparse.Namespace, make_config: Any) -> dict:
+    """Run the phases; ``make_config(args, **overrides)`` builds the ``ServerConfig`` (the CLI's)."""
     from hand2world.server.clients import cup_hand_messages
 
     logging.getLogger("aioice").setLevel(logging.WARNING)
     msgs = await asyncio.to_thread(cup_hand_messages, 60)
-    cfg = _config(args, ice_hosts=("127.0.0.1",), ice_servers=(), max_sessions=8, idle_timeout_s=60.0)
+    cfg = make_config(args, ice_hosts=("127.0.0.1",), ice_servers=(), max_sessions=8, idle_timeout_s=60.0)
     load0 = round(os.getloadavg()[0], 2)
     phases = []
     for n in (1, 2, 4):
@@ -203,9 +203,7 @@ async def bench_serve(args: argparse.Namespace) -> dict:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from hand2world.server.cli import _add_common
-
-    _add_common(p)
+    """This benchmark's own options (the CLI adds the frame-source ones)."""
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds per phase before measuring")
     p.add_argument("--rate", type=float, default=30.0, help="hands messages per second per normal client")

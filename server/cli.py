@@ -226,9 +226,13 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                   _timed(_latency), configure, threads=1)
     from hand2world.server import bench as serve_bench
 
+    def configure_serve(p: argparse.ArgumentParser) -> None:
+        _add_common(p)
+        serve_bench.configure(p)
+
     add_benchmark(bench, "serve", "live server under load and abuse: per-session fps, latency p50/p95 with 1, 2, 4 "
-                  "clients, then beside a flooding and a non-reading client", _timed(serve_bench.bench_serve),
-                  serve_bench.configure, threads=1)
+                  "clients, then beside a flooding and a non-reading client",
+                  _timed(lambda args: serve_bench.bench_serve(args, _config)), configure_serve, threads=1)
 
 
 def _timed(main):
