@@ -129,6 +129,15 @@ def test_composite_autoencoder_trains_on_guides_and_releases_statistics(tmp_path
         from hand2world.train.autoencoder import AutoencoderTask
 
         AutoencoderTask(from_dict(AutoencoderRunConfig, {**raw, "control_fraction": 0.5}), dataset=clips)
+    # the guide-only reference fine-tunes from it (same architecture, the latent dropped); another shape is refused
+    ref = {**raw, "model": {"preset": "composite-guide-only", "overrides": over}, "init": str(out["final"]),
+           "optim": {**raw["optim"], "steps": 2}, "out_dir": str(tmp_path / "ref")}
+    task = AutoencoderTask(from_dict(AutoencoderRunConfig, ref), dataset=clips)
+    assert task.config.latent_dropout == 1.0
+    torch.testing.assert_close(task.model.head.weight, load_file(str(out["final"] / "model.safetensors"))["head.weight"])
+    with pytest.raises(ValueError, match="architecture"):
+        AutoencoderTask(from_dict(AutoencoderRunConfig, {**ref, "model": {"preset": "composite-guide-only"}}),
+                        dataset=clips)
     # a teacher on its latents carries the composite autoencoder (weights and config) in its release
     from hand2world.checkpoints import load_video_model
     from hand2world.train import train_teacher

@@ -51,6 +51,15 @@ class AutoencoderTask(Task):
                              "control_fraction: 0")
         torch.manual_seed(cfg.optim.seed)
         self.model = build_autoencoder(self.config)
+        if cfg.init:
+            from hand2world.checkpoints import load_autoencoder
+
+            init = load_autoencoder(cfg.init)
+            if dataclasses.replace(init.config, latent_mean=(), latent_std=(), latent_noise=0.0, latent_dropout=0.0) \
+                    != dataclasses.replace(self.config, latent_noise=0.0, latent_dropout=0.0):
+                raise ValueError(f"init {cfg.init!r} has another architecture: {init.config} vs {self.config}")
+            self.model.load_state_dict(init.state_dict())
+            log.info("autoencoder initialised from %s", cfg.init)
         self.source = ClipSource(dataset if dataset is not None else open_dataset(cfg.data), cfg.data.size, 1)
 
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:

@@ -153,6 +153,8 @@ class AutoencoderRunConfig:
     control_fraction: float = 0.5
     stats_frames: int = 512
     crop: int = 0  # train on random square crops of this size (fully convolutional; 0 = whole frames)
+    init: str | None = None  # start from an autoencoder release of the same architecture (e.g. the guide-only
+    #                          reference fine-tuned from the composite autoencoder)
     hand_weight: float = 0.0  # composite: extra loss weight near the hands (the control render, dilated)
     hand_dilate: int = 6  # composite: pixels of that dilation (shadows and contact sit beside the hand)
 
