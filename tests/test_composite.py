@@ -134,7 +134,8 @@ def test_composite_autoencoder_trains_on_guides_and_releases_statistics(tmp_path
            "optim": {**raw["optim"], "steps": 2}, "out_dir": str(tmp_path / "ref")}
     task = AutoencoderTask(from_dict(AutoencoderRunConfig, ref), dataset=clips)
     assert task.config.latent_dropout == 1.0
-    torch.testing.assert_close(task.model.head.weight, load_file(str(out["final"] / "model.safetensors"))["head.weight"])
+    torch.testing.assert_close(task.model.head.weight,
+                               load_file(str(out["final"] / "model.safetensors"))["head.weight"])
     with pytest.raises(ValueError, match="architecture"):
         AutoencoderTask(from_dict(AutoencoderRunConfig, {**ref, "model": {"preset": "composite-guide-only"}}),
                         dataset=clips)
