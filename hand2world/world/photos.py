@@ -28,7 +28,7 @@ from hand2world.paths import texture_photo_files
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_SIDE", "Photo", "PhotoPool", "photo_pool"]
+__all__ = ["MAX_SIDE", "Photo", "PhotoPool", "photo_pool", "pool_digest"]
 
 MAX_SIDE = 512
 
@@ -71,11 +71,23 @@ def _load(path) -> Photo | None:
     return Photo(path.stem, rgb, mean, grey)
 
 
+def _files() -> list:
+    return sorted(texture_photo_files(), key=lambda f: (f.name, str(f)))
+
+
+def pool_digest() -> str:
+    """The digest ``photo_pool()`` will have, from the file names and sizes alone (nothing decoded); '' if none."""
+    files = _files()
+    if not files:
+        return ""
+    return hashlib.sha256("\n".join(f"{f.name}:{f.stat().st_size}" for f in files).encode()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=1)
 def photo_pool() -> PhotoPool:
     """This process's texture pool (loaded on first call; see module rules)."""
-    files = sorted(texture_photo_files(), key=lambda f: (f.name, str(f)))
-    digest = hashlib.sha256("\n".join(f"{f.name}:{f.stat().st_size}" for f in files).encode()).hexdigest()[:16]
+    files = _files()
+    digest = pool_digest()
     photos = tuple(p for p in map(_load, files) if p is not None)
     if not photos:
         log.warning("no texture photos found (install mate-backgrounds / lomiri-wallpapers: `make setup`): "

@@ -58,7 +58,7 @@ from hand2world.world.dynamics import simulate
 from hand2world.world.gl import WorldRenderer
 from hand2world.world.look import CAMERA_STREAM, LOOK_STREAM, sample_look
 from hand2world.world.meshes import Mesh, forearm_mesh, vertex_normals
-from hand2world.world.photos import photo_pool
+from hand2world.world.photos import photo_pool, pool_digest
 from hand2world.world.rig import HandRig, PosedHand
 from hand2world.world.scene import head_trajectory, sample_scene
 
@@ -380,7 +380,7 @@ def synthesize(out_dir: str | os.PathLike, clips: int, frames: int = 33, size: i
     out.mkdir(parents=True, exist_ok=True)
     settings = WorldSettings(frames, size, seed, fps, split, shard_size, arms, photos=photos)
     # what the clips are a function of: the settings and, with photos, the texture pool's digest
-    config = asdict(settings) | {"photo_pool": photo_pool().digest if photos else ""}
+    config = asdict(settings) | {"photo_pool": pool_digest() if photos else ""}
     cfg_path = out / CONFIG
     if cfg_path.is_file():
         # a setting added later has its legacy value in a dataset that does not record it
