@@ -318,6 +318,11 @@ def test_bench_stream_smoke(tmp_path):
         assert key in res
     assert set(res["stages_median_ms"]) == {"encode", "denoise", "commit", "decode"}
     assert res["frames"] == 3 and res["memory"]["peak_rss_mb"] > 0
+    # the composite autoencoder (x16, decoded over the warped photo) at 64x64
+    args = parser.parse_args(["bench", "stream", "--size", "64x64", "--steps", "2", "--block", "1", "--frames", "2",
+                              "--warmup", "1", "--threads", "1", "--autoencoder", "composite", "--json", str(out)])
+    assert args.func(args) == 0
+    assert json.loads(out.read_text())["frames"] == 2
 
 
 def test_wan_shaped_student_streams_non_square_blocks_of_3():

@@ -46,7 +46,7 @@ def build_bench_generator(args: argparse.Namespace) -> Any:
     import torch
 
     from hand2world.checkpoints import random_student
-    from hand2world.models.config import DIT_PRESETS, StreamConfig
+    from hand2world.models.config import AUTOENCODER_PRESETS, DIT_PRESETS, StreamConfig
     from hand2world.stream import StreamingGenerator
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -61,13 +61,15 @@ def build_bench_generator(args: argparse.Namespace) -> Any:
                              f"{gen.config.frames_per_block}; leave --block out with --weights")
         return gen
     cfg = DIT_PRESETS[args.preset]
+    ae_name = args.autoencoder or ("tiny" if cfg.latent_channels == 8 else "small")
+    cfg = dataclasses.replace(cfg, vae_factor=AUTOENCODER_PRESETS[ae_name].spatial_factor)
     if h is None:
         h, w = (n * cfg.vae_factor for n in cfg.latent_size)
     if h % cfg.vae_factor or w % cfg.vae_factor:
         raise SystemExit(f"--size must be a multiple of {cfg.vae_factor}")
     cfg = dataclasses.replace(cfg, latent_size=(h // cfg.vae_factor, w // cfg.vae_factor),
                               frames_per_block=args.block or cfg.frames_per_block, vae_temporal_factor=1)
-    model, ae = random_student(cfg, "tiny" if cfg.latent_channels == 8 else "small")
+    model, ae = random_student(cfg, ae_name)
     stream = StreamConfig(steps=args.steps or 4, stochastic=True)
     return StreamingGenerator(model.to(args.device), ae, stream, **opts)
 
@@ -168,6 +170,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                        help="denoising steps per block (default: 4, or the weights' stream.json)")
         p.add_argument("--block", type=int, default=None, help="latent frames per block (default: the preset's)")
         p.add_argument("--weights", default=None, help="a student folder/name instead of random weights")
+        p.add_argument("--autoencoder", default=None,
+                       help="autoencoder preset of the random student (e.g. composite: x16, decoded over the warped "
+                            "photo); default tiny (8 latent channels) or small")
         p.add_argument("--frames", type=int, default=100, help="frames timed")
         p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
         p.add_argument("--device", default="cpu", help="cpu | cuda")
