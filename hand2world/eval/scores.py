@@ -21,10 +21,11 @@ import numpy as np
 from hand2world.eval import metrics as M
 from hand2world.geometry import rotation_angle_deg
 from hand2world.io import fit_square
+from hand2world.tracking import visible_hand_frames
 
 __all__ = ["CLIP_KEYS", "GT_NAME", "LOWER_IS_BETTER", "PAIRED_KEYS", "SCALARS", "WARP_DEPTH", "aggregate",
            "aggregate_long", "camera_errors", "clip_metrics", "detection_metrics", "long_metrics", "paired_differences",
-           "prepare_clip", "visible_hand_frames", "warp_photo"]
+           "prepare_clip", "warp_photo"]
 
 
 GT_NAME = "ground truth"
@@ -107,14 +108,6 @@ def camera_errors(frames: np.ndarray, clip: dict[str, Any], mask: np.ndarray, ma
             "camera_fail_rate": fails / n if n else None,
             "camera_err_ok_deg": float(np.mean(ok)) if ok else None,
             "true_rotation_deg": float(np.mean(true)) if n else None}
-
-
-def visible_hand_frames(clip: dict[str, Any], min_pixels: int | None = None) -> np.ndarray:
-    """bool ``[T]``: frames whose true visible hand covers at least ``min_pixels`` (default: 0.5 % of the frame),
-    the frames where a hand detector should find one."""
-    vis = clip["visible_mask"]
-    n = min_pixels if min_pixels is not None else int(0.005 * vis.shape[1] * vis.shape[2])
-    return vis.reshape(len(vis), -1).sum(1) >= max(n, 1)
 
 
 def detection_metrics(frames: np.ndarray, clip: dict[str, Any], tracker: Any) -> dict:

@@ -6,7 +6,8 @@
 """
 
 from hand2world.tracking.assets import build_hand_landmarker_bundle
-from hand2world.tracking.detection import detection_rate, hands_found
+from hand2world.tracking.detection import detection_rate, hands_found, visible_hand_frames
 from hand2world.tracking.tracker import HandTracker, TrackedHand
 
-__all__ = ["HandTracker", "TrackedHand", "build_hand_landmarker_bundle", "detection_rate", "hands_found"]
+__all__ = ["HandTracker", "TrackedHand", "build_hand_landmarker_bundle", "detection_rate", "hands_found",
+           "visible_hand_frames"]

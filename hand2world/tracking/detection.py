@@ -11,13 +11,14 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from hand2world.tracking.tracker import HandTracker
 
-__all__ = ["hands_found", "detection_rate"]
+__all__ = ["detection_rate", "hands_found", "visible_hand_frames"]
 
 
 def hands_found(frames: Iterable[np.ndarray], upscale: int = 512, tracker: HandTracker | None = None) -> np.ndarray:
@@ -53,3 +54,11 @@ def detection_rate(found: np.ndarray, where: np.ndarray | None = None) -> float 
     found = np.asarray(found, bool)
     sel = found if where is None else found[np.asarray(where, bool)]
     return float(sel.mean()) if sel.size else None
+
+
+def visible_hand_frames(clip: dict[str, Any], min_pixels: int | None = None) -> np.ndarray:
+    """bool ``[T]``: frames whose true visible hand (``clip["visible_mask"] [T, H, W]``) covers at least
+    ``min_pixels`` (default: 0.5 % of the frame), the frames where a hand detector should find one."""
+    vis = clip["visible_mask"]
+    n = min_pixels if min_pixels is not None else int(0.005 * vis.shape[1] * vis.shape[2])
+    return vis.reshape(len(vis), -1).sum(1) >= max(n, 1)
