@@ -15,10 +15,11 @@ H2W_HOME=${HAND2WORLD_HOME:-$HOME/.cache/hand2world}
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # 1. system packages -----------------------------------------------------------------------
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 ffmpeg chromium fonts-noto-color-emoji
-  mate-backgrounds lomiri-wallpapers)
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 ffmpeg chromium fonts-noto-color-emoji)
+# real photographs for the world's textures (Debian; the world falls back to procedural patterns without them)
+PHOTO_PACKAGES=(mate-backgrounds lomiri-wallpapers)
 missing=()
-for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${APT_PACKAGES[@]}" "${PHOTO_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   log "apt: installing ${missing[*]}"
