@@ -4,9 +4,8 @@ Rules:
 - The judge is ``tracking.hands_found``: image mode, each frame upscaled to a 512 px short side
   before detection, as every rate this project reports.
 - The rate is over the frames where a hand is visible in the ground truth: ``visible_mask``
-  covers at least ``min_fraction`` of the frame (default 0.5 %, the share eval's hand frames
-  use; this module does not import eval, which sits above the world); frames without a
-  visible hand are not counted.
+  covers at least ``min_fraction`` of the frame (default 0.5 %, as eval's hand frames:
+  ``tracking.visible_hand_frames``); frames without a visible hand are not counted.
 - Per resolution: the dataset's frames are first downscaled (``INTER_AREA``) to each requested
   size (never upscaled past the data), so one dataset answers "how real does it look at 256
   and at 128 px". The same frames and the same judge at every size.
@@ -50,7 +49,7 @@ def realism(root: str | os.PathLike, clips: int | None = None, sizes: tuple[int,
         "data_size", "style"}``; a rate is None without frames.
     """
     from hand2world.data import ClipDataset
-    from hand2world.tracking import HandTracker, detection_rate, hands_found
+    from hand2world.tracking import HandTracker, detection_rate, hands_found, visible_hand_frames
 
     ds = ClipDataset(root, keys=["video", "visible_mask", "joints2d"])
     n = len(ds) if clips is None else min(clips, len(ds))
@@ -65,8 +64,7 @@ def realism(root: str | os.PathLike, clips: int | None = None, sizes: tuple[int,
             data_size = c["video"].shape[1]
             total += len(c["video"])
             style = meta.get("style", 1)
-            vis = c["visible_mask"]
-            where = vis.reshape(len(vis), -1).sum(1) >= max(int(min_fraction * vis.shape[1] * vis.shape[2]), 1)
+            where = visible_hand_frames(c, int(min_fraction * c["video"].shape[1] * c["video"].shape[2]))
             frames = c["video"][where]
             if not len(frames):
                 continue
