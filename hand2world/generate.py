@@ -222,7 +222,8 @@ def _write_panels(out: str | Path, frames: np.ndarray, g: dict[str, Any], fps: f
 def run_generate_student(student: str, gestures: str, out: str, scene: str | None = None, camera: str | None = None,
                          steps: int | None = None, seed: int = 0, max_frames: int | None = None, clip_index: int = 0,
                          device: str = "cpu") -> dict[str, Any]:
-    """``generate`` with a student (the default): the causal student streams the gestures through ``StreamingGenerator``.
+    """``generate`` with a student (the default): the causal student streams the gestures through
+    ``StreamingGenerator``.
 
     Frame 0 is the scene (pose ``c2w[0]``); frames 1.. are generated block by block from the controls
     and poses 1.. (a trailing partial block is dropped). Same MP4 layout as the teacher path.
