@@ -72,7 +72,7 @@ def test_composite_learns_a_hand_over_the_photo() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        errs.append(float((rec - target).abs().mul(hand).sum() / hand.sum() / 3))
+        errs.append(float((rec.detach() - target).abs().mul(hand).sum() / hand.sum() / 3))
     assert errs[-1] < 0.5 * errs[0]
     with torch.no_grad():
         rec = ae.decode_frames(ae.encode_frames(target), composite_guide(photo, control), normalized=False)
