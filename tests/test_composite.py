@@ -268,3 +268,20 @@ def test_composite_recipe_configs_validate() -> None:
     distill = load_run_config(conf / "distill_composite.yaml", DistillRunConfig)
     assert distill.teacher == teacher.out_dir
     assert RECIPES["composite"].size == 256
+
+
+def test_v5_training_stages_load() -> None:
+    """The committed v5 stages (weights/stages/v5) load through the one model-folder loader: the teacher carries
+    the composite autoencoder of the autoencoder stage, and the reference is a guide-only composite decoder."""
+    from pathlib import Path
+
+    from hand2world.checkpoints import load_autoencoder, load_video_model
+
+    root = Path(__file__).parent.parent / "weights" / "stages" / "v5"
+    model, ae, stream, _ = load_video_model(root / "teacher")
+    assert stream is None and ae.needs_guide and model.config.vae_factor == 16 and model.config.latent_size == (16, 16)
+    stage = load_autoencoder(str(root / "autoencoder"))
+    for k, v in stage.state_dict().items():
+        torch.testing.assert_close(ae.state_dict()[k], v)
+    ref = load_autoencoder(str(root / "reference"))
+    assert ref.needs_guide and ref.config.latent_dropout == 1.0
