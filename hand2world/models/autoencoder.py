@@ -19,23 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hand2world.models.config import AutoencoderConfig
-from hand2world.models.per_frame import PerFrameAutoencoder
+from hand2world.models.per_frame import PerFrameAutoencoder, ResBlock, group_norm
 
 __all__ = ["FrameAutoencoder", "PerFrameAutoencoder", "build_autoencoder"]
-
-
-def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, c), c)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-                                  _norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
 
 
 class Encoder(nn.Module):
@@ -50,7 +36,7 @@ class Encoder(nn.Module):
             layers.append(nn.Conv2d(prev, c, 3, stride=2, padding=1))
             layers += [ResBlock(c) for _ in range(config.blocks_per_level)]
             prev = c
-        layers += [_norm(prev), nn.SiLU(), nn.Conv2d(prev, config.latent_channels, 3, padding=1)]
+        layers += [group_norm(prev), nn.SiLU(), nn.Conv2d(prev, config.latent_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -66,7 +52,7 @@ class Decoder(nn.Module):
             layers += [ResBlock(c) for _ in range(config.blocks_per_level)]
             nxt = ch[min(i + 1, len(ch) - 1)] if i + 1 < len(ch) else ch[-1] // 2
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, nxt, 3, padding=1)]
-        layers += [_norm(ch[-1] // 2), nn.SiLU(), nn.Conv2d(ch[-1] // 2, 3, 3, padding=1)]
+        layers += [group_norm(ch[-1] // 2), nn.SiLU(), nn.Conv2d(ch[-1] // 2, 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -34,23 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hand2world.models.config import AutoencoderConfig
-from hand2world.models.per_frame import PerFrameAutoencoder
+from hand2world.models.per_frame import PerFrameAutoencoder, ResBlock, group_norm
 
 __all__ = ["CompositeAutoencoder", "composite_guide", "warp_image"]
-
-
-def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, c), c)
-
-
-class _Res(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-                                  _norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
 
 
 def warp_image(image: Tensor, K: Tensor, rel_c2w: Tensor, depth: float) -> Tensor:
@@ -94,9 +80,9 @@ class CompositeAutoencoder(PerFrameAutoencoder):
         prev = 3
         for i, c in enumerate(ch):
             enc.append(nn.Conv2d(prev, c, 3, stride=2, padding=1))
-            enc += [_Res(c)] if i >= 1 else [nn.SiLU()]
+            enc += [ResBlock(c)] if i >= 1 else [nn.SiLU()]
             prev = c
-        enc += [_norm(prev), nn.SiLU(), nn.Conv2d(prev, lc, 3, padding=1)]
+        enc += [group_norm(prev), nn.SiLU(), nn.Conv2d(prev, lc, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         # guide pyramid: full resolution, then stride 2 per level
         self.guide = nn.ModuleList([nn.Conv2d(6, gc[0], 3, padding=1)]
@@ -109,7 +95,7 @@ class CompositeAutoencoder(PerFrameAutoencoder):
         for i in range(levels, -1, -1):
             src = ch[-1] if i == levels else widths[i + 1]
             self.fuse.append(nn.Conv2d(src + gc[i], widths[i], 3, padding=1))
-            self.res.append(_Res(widths[i]) if 2 <= i else nn.Identity())
+            self.res.append(ResBlock(widths[i]) if 2 <= i else nn.Identity())
         self.head = nn.Conv2d(widths[0], 4, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():

@@ -13,7 +13,23 @@ from torch import Tensor, nn
 
 from hand2world.models.config import AutoencoderConfig
 
-__all__ = ["PerFrameAutoencoder"]
+__all__ = ["PerFrameAutoencoder", "ResBlock", "group_norm"]
+
+
+def group_norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, c), c)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm + SiLU + 3x3 conv, twice, plus the input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                  group_norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
 
 
 class PerFrameAutoencoder(nn.Module):
