@@ -38,7 +38,7 @@ from hand2world.diffusion import euler_sample
 from hand2world.geometry import intrinsics_from_fov, plucker_rays, relative_c2w
 from hand2world.io import fit_square
 from hand2world.models import Conditioning, DiT, scene_channels, scene_latents
-from hand2world.models.composite import warp_image
+from hand2world.models.composite import composite_guide, warp_image
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class TeacherSampler:
             if photo:
                 warped = warp_image(self._to_tensor(scene[None])[:, :, 0], torch.from_numpy(K), rel[None],
                                     self.ae.config.guide_warp_depth)
-                guide = torch.cat([warped, ctl], 1)  # [1, 6, T, S, S]
+                guide = composite_guide(warped, ctl)  # [1, 6, T, S, S]
             video = self.ae.decode(lat, guide)[0].clamp(-1, 1).add(1).mul(127.5).round().byte()
             frames = video.permute(1, 2, 3, 0).cpu().numpy()
             out.extend(frames[1:])

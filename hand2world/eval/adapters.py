@@ -109,9 +109,9 @@ def _uint8(video: Any) -> np.ndarray:
 
 def _guide(clip: dict[str, Any], like: Any) -> Any:
     """The composite decoder's guide of a prepared clip: ``[1, 6, T, H, W]`` (warped photo, control)."""
-    import torch
+    from hand2world.models.composite import composite_guide
 
-    return torch.cat([_unit(clip["warped"], like), _unit(clip["control"], like)], 1)
+    return composite_guide(_unit(clip["warped"], like), _unit(clip["control"], like))
 
 
 class AutoencoderOracle:

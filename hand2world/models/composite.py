@@ -57,7 +57,8 @@ def warp_image(image: Tensor, K: Tensor, rel_c2w: Tensor, depth: float) -> Tenso
 
 
 def composite_guide(warped: Tensor, control: Tensor) -> Tensor:
-    """Decoder guide ``[N, 6, H, W]``: the warped photo and the control render, both ``[N, 3, H, W]`` in [-1, 1]."""
+    """Decoder guide ``[N, 6, H, W]`` (or ``[B, 6, T, H, W]``): the warped photo and the control render, both
+    ``[N, 3, H, W]`` (``[B, 3, T, H, W]``) in [-1, 1]."""
     return torch.cat([warped, control], 1)
 
 

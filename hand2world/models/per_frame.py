@@ -67,7 +67,8 @@ class PerFrameAutoencoder(nn.Module):
         return (z - self.mean) / self.std if normalize else z
 
     def decode_frames(self, z: Tensor, guide: Tensor | None = None, normalized: bool = True) -> Tensor:
-        raise NotImplementedError
+        """``[N, C, h, w]`` (+ guide ``[N, 6, H, W]``) -> ``[N, 3, H, W]`` in [-1, 1]: each subclass's own decoder."""
+        raise NotImplementedError(f"{type(self).__name__} must define decode_frames (abstract in the base)")
 
     def encode(self, video: Tensor) -> Tensor:
         """``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents ``[B, C, T, H/s, W/s]``."""

@@ -137,8 +137,8 @@ class Task:
     config: Any  # architecture config saved as config.json
 
     def loss(self, model: Callable[..., Tensor], step: int, micro: int, rank: int, world: int) -> Tensor:
-        """Loss of one micro-batch (``model`` is the possibly wrapped module)."""
-        raise NotImplementedError
+        """Loss of one micro-batch (``model`` is the possibly wrapped module); every task defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss (abstract in Task)")
 
     def extra(self) -> dict[str, tuple[dict[str, Tensor], Any]]:
         """Additional weights + configs stored with every checkpoint (e.g. the autoencoder)."""
